@@ -1,0 +1,37 @@
+"""ctdnn: continuous-time deep neural networks with time-varying polynomial weights.
+
+A reproducible companion to Rosso, Ruthotto, Sargsyan, "Weight-Parameterization in
+Continuous Time Deep Neural Networks for Surrogate Modeling" (arXiv:2507.22045).
+
+Public API:
+    make_basis, Basis             bases of time functions (monomial, Legendre, per-step)
+    TimeVaryingParameter,
+    TimeVaryingLinear             weights theta(t) = sum_j c_j p_j(t)
+    ResNet, HamiltonianNet        discretize-then-optimize networks
+    NeuralODE, TrajectoryODE      optimize-then-discretize networks (torchdiffeq)
+    solve, SolverStats, SolverError
+    train, TrainResult, relative_error, seed_everything
+    train_ensemble, StackedNet    many configurations trained as one batched computation
+    data                          the ELM, CDR and DCR data sets (paper files or simulators)
+"""
+
+from .architectures import HamiltonianNet, ResNet, SurrogateNet
+from .ensemble import StackedNet, train_ensemble
+from .bases import Basis, LegendreBasis, MonomialBasis, PiecewiseConstantBasis, make_basis
+from .neural_ode import NeuralODE, TimeVaryingMLP, TrajectoryODE
+from .solvers import Dynamics, SolverError, SolverStats, solve
+from .training import (TrainingError, TrainResult, relative_error, resolve_device,
+                       ridge_warm_start, seed_everything, train)
+from .weights import TimeVaryingLinear, TimeVaryingParameter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Basis", "LegendreBasis", "MonomialBasis", "PiecewiseConstantBasis", "make_basis",
+    "TimeVaryingParameter", "TimeVaryingLinear",
+    "SurrogateNet", "ResNet", "HamiltonianNet",
+    "NeuralODE", "TrajectoryODE", "TimeVaryingMLP",
+    "Dynamics", "solve", "SolverStats", "SolverError",
+    "train", "train_ensemble", "StackedNet", "TrainResult", "TrainingError", "relative_error", "resolve_device",
+    "ridge_warm_start", "seed_everything",
+]

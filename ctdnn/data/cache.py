@@ -1,0 +1,144 @@
+"""Where data live on disk, and how they are written there.
+
+Layout of the cache directory (``CTDNN_CACHE_DIR`` if set, else the user cache
+``pooch.os_cache("ctdnn")``)::
+
+    <cache>/paper/<file>.mat                      downloaded paper files
+    <cache>/simulated/<NAME>-n<N>-seed<S>-<key>.npz   simulator outputs
+
+Every file is written through :func:`atomic_write`: the bytes go to a temporary
+file in the destination directory, which is flushed, synced and then moved into
+place with :func:`os.replace`. A process killed mid-write therefore leaves at
+most a hidden ``.tmp-*`` file, never a truncated file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+#: Bump when the layout or contents of simulated ``.npz`` files change, so
+#: that files written by older code are no longer found.
+CACHE_FORMAT_VERSION = 1
+
+_TMP_PREFIX = ".tmp-"
+
+
+def cache_dir() -> Path:
+    """Root of the user cache: ``$CTDNN_CACHE_DIR`` or ``pooch.os_cache("ctdnn")``.
+
+    The directory is not created here; writers create what they need.
+    """
+    env = os.environ.get("CTDNN_CACHE_DIR", "").strip()
+    if env:
+        return Path(env).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("ctdnn"))
+
+
+def paper_cache_dir() -> Path:
+    """Directory holding downloaded paper files."""
+    return cache_dir() / "paper"
+
+
+def simulated_cache_dir() -> Path:
+    """Directory holding cached simulator outputs."""
+    return cache_dir() / "simulated"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+
+    If the body raises, the temporary file is removed and ``path`` is left as
+    it was (absent, or the previous complete version).
+
+    Example:
+        >>> with atomic_write(target) as tmp:          # doctest: +SKIP
+        ...     tmp.write_bytes(payload)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=_TMP_PREFIX + path.name + ".", suffix=".part", dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        # fsync so that a crash right after the rename cannot expose an
+        # empty file under the final name.
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a leftover of an interrupted :func:`atomic_write`."""
+    return path.name.startswith(_TMP_PREFIX)
+
+
+def settings_key(payload: dict[str, Any]) -> str:
+    """Short hex digest of a JSON-serialisable request plus the format version."""
+    text = json.dumps(
+        {"cache_format": CACHE_FORMAT_VERSION, **payload},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=_json_default,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def to_json(obj: Any) -> str:
+    """JSON text of ``obj``; numpy arrays and scalars become lists and numbers."""
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+def save_arrays(path: str | os.PathLike, meta: dict[str, Any], **arrays: np.ndarray) -> Path:
+    """Atomically write ``arrays`` and a JSON ``meta`` record to an ``.npz`` file.
+
+    The metadata is stored as a 0-d unicode array so that :func:`load_arrays`
+    never needs ``allow_pickle``.
+    """
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        # Write through a handle: given a name, numpy would append ".npz".
+        with open(tmp, "wb") as handle:
+            np.savez(handle, __meta__=np.array(to_json(meta)), **arrays)
+    return path
+
+
+def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by :func:`save_arrays`: ``(arrays, meta)``."""
+    with np.load(Path(path), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+        meta = json.loads(str(npz["__meta__"])) if "__meta__" in npz.files else {}
+    return arrays, meta
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the metadata record of an ``.npz`` written by :func:`save_arrays`."""
+    with np.load(Path(path), allow_pickle=False) as npz:
+        return json.loads(str(npz["__meta__"])) if "__meta__" in npz.files else {}

@@ -1,0 +1,197 @@
+"""DTO networks against hand-written loops, scipy references and exact inverses (float64)."""
+
+import numpy as np
+import pytest
+import torch
+from numpy.polynomial import legendre as npleg
+from scipy.integrate import solve_ivp
+
+import ctdnn
+
+
+@pytest.fixture
+def f64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _randomise(model, scale=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def test_none_basis_resnet_equals_hand_loop(f64):
+    torch.manual_seed(1)
+    n_steps, w = 7, 5
+    model = ctdnn.ResNet(3, 2, width=w, n_steps=n_steps, T=2.0, basis="none")
+    _randomise(model)
+    x = torch.randn(9, 3)
+    coeffs = model.layer.theta.coefficients.detach().numpy()  # (n_steps, w, w + 1)
+    K0, b0 = model.opening.weight.detach().numpy(), model.opening.bias.detach().numpy()
+    W, c = model.closing.weight.detach().numpy(), model.closing.bias.detach().numpy()
+    u = np.tanh(x.numpy() @ K0.T + b0)
+    h = 2.0 / n_steps
+    for k in range(n_steps):
+        u = u + h * np.tanh(u @ coeffs[k, :, :w].T + coeffs[k, :, w])
+    np.testing.assert_allclose(model(x).detach().numpy(), u @ W.T + c, rtol=1e-13, atol=1e-13)
+
+
+def test_polynomial_weights_match_numpy_legendre(f64):
+    model = ctdnn.ResNet(2, 1, width=3, n_steps=6, T=5.0, basis="legendre", degree=3)
+    _randomise(model)
+    K, b = model.step_weights()
+    C = model.layer.theta.coefficients.detach().numpy()
+    for k, t in enumerate(np.arange(6) * 5.0 / 6):
+        V = npleg.legvander(np.array([2 * t / 5.0 - 1]), 3)[0]
+        ref = np.tensordot(V, C, axes=1)
+        np.testing.assert_allclose(K[k].detach().numpy(), ref[:, :3], atol=1e-13)
+        np.testing.assert_allclose(b[k].detach().numpy(), ref[:, 3], atol=1e-13)
+
+
+def test_paper_weight_grid(f64):
+    model = ctdnn.ResNet(2, 1, n_steps=12, T=1.0, weight_times="paper")
+    np.testing.assert_allclose(model.step_times, np.linspace(0, 1, 12))
+    model = ctdnn.ResNet(2, 1, n_steps=12, T=1.0)
+    np.testing.assert_allclose(model.step_times, np.arange(12) / 12)
+
+
+def test_initialisation_constant_in_time():
+    model = ctdnn.ResNet(4, 2, basis="monomial", degree=3, T=5.0)
+    K, b = model.step_weights()
+    assert torch.allclose(K, K[:1].expand_as(K)) and torch.allclose(b, b[:1].expand_as(b))
+    assert torch.count_nonzero(model.layer.theta.coefficients[1:]) == 0
+
+
+def _reference_ode(model, x, T):
+    """u(T) for du/dt = tanh(K(t) u + b(t)) with numpy Legendre and scipy's DOP853."""
+    C = model.layer.theta.coefficients.detach().numpy()
+    w = model.width
+    d = C.shape[0] - 1
+    u0 = np.tanh(x @ model.opening.weight.detach().numpy().T + model.opening.bias.detach().numpy())
+
+    def rhs(t, y):
+        V = npleg.legvander(np.array([2 * t / T - 1]), d)[0]
+        W = np.tensordot(V, C, axes=1)
+        U = y.reshape(-1, w)
+        return np.tanh(U @ W[:, :w].T + W[:, w]).ravel()
+
+    sol = solve_ivp(rhs, (0, T), u0.ravel(), method="DOP853", rtol=1e-12, atol=1e-13)
+    return sol.y[:, -1].reshape(-1, w)
+
+
+def test_resnet_converges_first_order_to_the_ode(f64):
+    torch.manual_seed(3)
+    T = 2.0
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    errors, hs = [], []
+    ref = None
+    for n in (8, 16, 32, 64, 128):
+        model = ctdnn.ResNet(3, 2, width=4, n_steps=n, T=T, basis="legendre", degree=3)
+        _randomise(model, scale=0.6, seed=42)  # identical parameters for every n
+        if ref is None:
+            ref = _reference_ode(model, x, T)
+        feats = model.features(torch.tensor(x)).detach().numpy()
+        errors.append(np.abs(feats - ref).max())
+        hs.append(T / n)
+    slope = np.polyfit(np.log(hs), np.log(errors), 1)[0]
+    assert 0.9 < slope < 1.1, (slope, errors)
+    assert all(a > b for a, b in zip(errors, errors[1:]))
+
+
+def test_neural_ode_matches_scipy(f64):
+    T = 2.0
+    model = ctdnn.NeuralODE(3, 2, width=4, T=T, basis="legendre", degree=3, rtol=1e-10,
+                            atol=1e-12, adjoint=False)
+    # NeuralODE(rescaled) evaluates the basis on [0, 1] at t / T: same functions as on [0, T]
+    ref_model = ctdnn.ResNet(3, 2, width=4, n_steps=1, T=T, basis="legendre", degree=3)
+    _randomise(model, scale=0.6, seed=42)
+    with torch.no_grad():
+        ref_model.opening.load_state_dict(model.opening.state_dict())
+        ref_model.layer.theta.coefficients.copy_(model.dynamics.layers[0].theta.coefficients)
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    ref = _reference_ode(ref_model, x, T)
+    np.testing.assert_allclose(model.features(torch.tensor(x)).detach().numpy(), ref, atol=1e-8)
+
+
+def test_hamiltonian_step_is_exactly_invertible(f64):
+    model = ctdnn.HamiltonianNet(3, 2, width=6, n_steps=12, T=5.0, basis="legendre", degree=4)
+    _randomise(model, scale=1.0, seed=7)
+    u0, z0 = torch.randn(10, 6), torch.randn(10, 6)
+    u, z = model.flow_with_momentum(u0, z0)
+    assert (u - u0).abs().max() > 1e-2  # the map does something
+    u_back, z_back = model.inverse_flow(u, z)
+    torch.testing.assert_close(u_back, u0, atol=1e-12, rtol=0)
+    torch.testing.assert_close(z_back, z0, atol=1e-12, rtol=0)
+
+
+def test_hamiltonian_matches_hand_loop(f64):
+    model = ctdnn.HamiltonianNet(2, 2, width=3, n_steps=4, T=1.0, basis="none")
+    _randomise(model, seed=5)
+    C = model.layer.theta.coefficients.detach().numpy()
+    u = np.random.default_rng(1).normal(size=(5, 3))
+    z = np.zeros_like(u)
+    h = 0.25
+    out = model.flow(torch.tensor(u)).detach().numpy()
+    for k in range(4):
+        K, b = C[k, :, :3], C[k, :, 3]
+        z = z - h * np.tanh(u @ K + b)      # K^T u, in row form
+        u = u + h * np.tanh(z @ K.T + b)    # K z
+    np.testing.assert_allclose(out, u, atol=1e-14)
+
+
+def test_gradcheck_time_varying_weights(f64):
+    basis = ctdnn.make_basis("legendre", 3, T=2.0)
+    param = ctdnn.TimeVaryingParameter(basis, (3, 2), torch.randn(3, 2))
+    t = torch.rand(5) * 2
+
+    def f(coeffs, times):
+        return basis(times) @ coeffs.reshape(4, -1)
+
+    coeffs = torch.randn(4, 3, 2, requires_grad=True)
+    times = t.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (coeffs, times))
+    model = ctdnn.ResNet(2, 2, width=3, n_steps=4, basis="monomial", degree=2)
+    x = torch.randn(3, 2)
+    assert torch.autograd.gradcheck(lambda c: torch.func.functional_call(
+        model, {"layer.theta.coefficients": c}, (x,)), (model.layer.theta.coefficients.detach().clone().requires_grad_(True),))
+    assert param(t).shape == (5, 3, 2)
+
+
+def test_l2_penalty_is_exact_trajectory_norm(f64):
+    basis = ctdnn.make_basis("monomial", 3, T=3.0)
+    param = ctdnn.TimeVaryingParameter(basis, (2,))
+    with torch.no_grad():
+        param.coefficients.copy_(torch.randn(4, 2))
+    nodes, weights = npleg.leggauss(10)
+    t = torch.tensor(1.5 * (nodes + 1))
+    quad = (torch.tensor(1.5 * weights) * param(t).square().sum(-1)).sum()
+    torch.testing.assert_close(param.l2_norm_squared(), quad, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("cls", [ctdnn.ResNet, ctdnn.HamiltonianNet, ctdnn.NeuralODE])
+def test_bad_input(cls):
+    model = cls(4, 2, width=3)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, n_in=4\), got \(5, 3\)"):
+        model(torch.randn(5, 3))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        model(np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="unknown basis"):
+        cls(4, 2, basis="fourier")
+    with pytest.raises(ValueError, match="degree must be >= 0"):
+        cls(4, 2, degree=-2)
+    with pytest.raises(ValueError, match="n_in must be >= 1"):
+        cls(0, 2)
+
+
+def test_none_without_n_steps_for_neural_ode():
+    with pytest.raises(ValueError, match="needs n_steps"):
+        ctdnn.NeuralODE(3, 2, basis="none")
+
+
+def test_weight_times_option_validated():
+    with pytest.raises(ValueError, match="weight_times"):
+        ctdnn.ResNet(3, 2, weight_times="matlab")

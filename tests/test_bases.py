@@ -1,0 +1,122 @@
+"""Bases against independent references (numpy's Legendre module, quadrature, Hilbert)."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from numpy.polynomial import legendre as npleg
+
+import ctdnn
+from ctdnn.bases import condition_numbers
+
+
+@pytest.mark.parametrize("T", [1.0, 5.0, 10.0, 25.0])
+@pytest.mark.parametrize("degree", [0, 1, 3, 6, 10])
+def test_legendre_matches_numpy(T, degree):
+    rng = np.random.default_rng(degree + int(T))
+    t = rng.uniform(0, T, size=200)
+    basis = ctdnn.make_basis("legendre", degree, T=T)
+    ours = basis(torch.tensor(t, dtype=torch.float64)).numpy()
+    ref = npleg.legvander(2 * t / T - 1, degree)
+    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    assert ours.shape == (200, degree + 1)
+
+
+@pytest.mark.parametrize("T", [1.0, 7.5])
+def test_legendre_orthogonality_by_gauss_quadrature(T):
+    degree = 8
+    nodes, weights = npleg.leggauss(degree + 2)  # exact for polynomials of degree <= 2d+3
+    t = torch.tensor(T * (nodes + 1) / 2, dtype=torch.float64)
+    w = torch.tensor(T * weights / 2, dtype=torch.float64)
+    for normalized in (False, True):
+        basis = ctdnn.make_basis("legendre", degree, T=T, normalized=normalized)
+        P = basis(t)
+        G = P.T @ (w[:, None] * P)
+        expected = np.eye(degree + 1) if normalized else np.diag(T / (2 * np.arange(degree + 1) + 1))
+        np.testing.assert_allclose(G.numpy(), expected, atol=1e-12)
+        np.testing.assert_allclose(basis.gram_matrix().numpy(), expected, atol=1e-15)
+
+
+@pytest.mark.parametrize("T", [1.0, 5.0])
+def test_monomial_gram_is_scaled_hilbert(T):
+    degree = 5
+    basis = ctdnn.make_basis("monomial", degree, T=T)
+    D = np.diag(T ** np.arange(degree + 1))
+    expected = T * D @ scipy.linalg.hilbert(degree + 1) @ D
+    np.testing.assert_allclose(basis.gram_matrix().numpy(), expected, rtol=1e-13)
+    # and by quadrature of the basis itself
+    nodes, weights = npleg.leggauss(degree + 1)
+    t = torch.tensor(T * (nodes + 1) / 2, dtype=torch.float64)
+    P = basis(t).numpy()
+    np.testing.assert_allclose(P.T @ ((T * weights / 2)[:, None] * P), expected, rtol=1e-11)
+
+
+def test_monomial_values_and_gradient_at_zero():
+    t = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    P = ctdnn.make_basis("monomial", 3, T=2.0)(t)
+    np.testing.assert_allclose(P.detach().numpy(), np.vander(t.detach().numpy(), 4, increasing=True))
+    P[:, 3].sum().backward()
+    np.testing.assert_allclose(t.grad.numpy(), 3 * t.detach().numpy() ** 2)
+    assert torch.isfinite(t.grad).all()
+
+
+@pytest.mark.parametrize("T", [1.0, 10.0])
+def test_condition_numbers_agree_with_numpy(T):
+    times = np.linspace(0, T, 12)
+    for d in range(1, 8):
+        mono = ctdnn.make_basis("monomial", d, T=T).collocation_condition_number(times)
+        leg = ctdnn.make_basis("legendre", d, T=T).collocation_condition_number(times)
+        assert mono == pytest.approx(np.linalg.cond(np.vander(times, d + 1, increasing=True)), rel=1e-8)
+        assert leg == pytest.approx(np.linalg.cond(npleg.legvander(2 * times / T - 1, d)), rel=1e-8)
+        gram = ctdnn.make_basis("monomial", d, T=T).gram_condition_number()
+        ref = np.linalg.cond(T * scipy.linalg.hilbert(d + 1) * np.outer(T ** np.arange(d + 1), T ** np.arange(d + 1)))
+        # the relative accuracy of a computed condition number degrades like cond * eps
+        assert gram == pytest.approx(ref, rel=max(1e-8, ref * 1e-14))
+    np.testing.assert_allclose(
+        condition_numbers("monomial", [2, 3], T=T),
+        [np.linalg.cond(np.vander(times, k + 1, increasing=True)) for k in (2, 3)], rtol=1e-8)
+    # the paper's point: monomials are far worse conditioned than Legendre
+    assert condition_numbers("monomial", [6], T=T)[0] > 100 * condition_numbers("legendre", [6], T=T)[0]
+
+
+def test_piecewise_constant_basis():
+    basis = ctdnn.make_basis("none", n_steps=4, T=2.0)
+    t = torch.tensor([0.0, 0.49, 0.5, 1.2, 1.99, 2.0])
+    idx = basis(t).argmax(-1).tolist()
+    assert idx == [0, 0, 1, 2, 3, 3]
+    assert torch.equal(basis(t).sum(-1), torch.ones(6))
+    np.testing.assert_allclose(basis.gram_matrix().numpy(), 0.5 * np.eye(4))
+
+
+@pytest.mark.parametrize("kind,kwargs", [("monomial", {"degree": 3}), ("legendre", {"degree": 4}),
+                                         ("legendre", {"degree": 4, "normalized": True}),
+                                         ("none", {"n_steps": 5})])
+def test_constant_coefficients_give_one(kind, kwargs):
+    basis = ctdnn.make_basis(kind, T=3.0, **kwargs)
+    t = torch.linspace(0, 3.0, 17, dtype=torch.float64)
+    np.testing.assert_allclose((basis(t) @ basis.constant_coefficients()).numpy(), 1.0, atol=1e-14)
+
+
+def test_basis_follows_dtype_and_shape():
+    basis = ctdnn.make_basis("legendre", 3, T=1.0)
+    t = torch.rand(4, 5, dtype=torch.float32)
+    assert basis(t).shape == (4, 5, 4) and basis(t).dtype == torch.float32
+    assert basis(t.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: ctdnn.make_basis("chebyshev", 3), "unknown basis 'chebyshev'"),
+    (lambda: ctdnn.make_basis("legendre", -1), "degree must be >= 0"),
+    (lambda: ctdnn.make_basis("legendre"), "needs a degree"),
+    (lambda: ctdnn.make_basis("none", 3), "needs n_steps"),
+    (lambda: ctdnn.make_basis("legendre", 3, T=0.0), "T must be a positive"),
+    (lambda: ctdnn.make_basis("monomial", 3, normalized=True), "normalized"),
+])
+def test_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_degree_must_be_integer():
+    with pytest.raises(TypeError, match="degree must be an integer"):
+        ctdnn.make_basis("legendre", 2.5)
