@@ -15,6 +15,7 @@ Public API:
     data                          the ELM, CDR and DCR data sets (paper files or simulators)
 """
 
+from . import data
 from .architectures import HamiltonianNet, ResNet, SurrogateNet
 from .ensemble import StackedNet, train_ensemble
 from .bases import Basis, LegendreBasis, MonomialBasis, PiecewiseConstantBasis, make_basis
@@ -27,6 +28,7 @@ from .weights import TimeVaryingLinear, TimeVaryingParameter
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
     "Basis", "LegendreBasis", "MonomialBasis", "PiecewiseConstantBasis", "make_basis",
     "TimeVaryingParameter", "TimeVaryingLinear",
     "SurrogateNet", "ResNet", "HamiltonianNet",

@@ -52,9 +52,15 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
     presets = load_presets(presets_file)
     if preset not in presets:
         raise RunnerError(f"unknown preset {preset!r}; choose one of {', '.join(presets)} "
-                          f"(defined in {presets_file.relative_to(ROOT)})")
+                          f"(defined in {presets_file.name})")
     runs = []
     for stem, entries in presets[preset].items():
+        if stem == "_benchmarks":
+            # The benchmark script; its table appears on the reproducibility page.
+            args = [str(a) for a in (entries or [])]
+            runs.append({"notebook": None, "name": "benchmarks", "always": False,
+                         "script": ["benchmarks/bench.py", *args], "parameters": {"args": args}})
+            continue
         if not (ROOT / "notebooks" / f"{stem}.ipynb").exists():
             raise RunnerError(f"preset {preset!r} names notebooks/{stem}.ipynb, which does not exist")
         entries = entries or [{}]
@@ -83,7 +89,9 @@ def _sources_digest() -> str:
 
 def _run_key(run: dict, sources: str) -> str:
     h = hashlib.sha256()
-    h.update((ROOT / "notebooks" / f"{run['notebook']}.ipynb").read_bytes())
+    source = ROOT / run["script"][0] if run.get("script") else (
+        ROOT / "notebooks" / f"{run['notebook']}.ipynb")
+    h.update(source.read_bytes())
     h.update(json.dumps(run["parameters"], sort_keys=True).encode())
     h.update(sources.encode())
     return h.hexdigest()
@@ -96,8 +104,6 @@ def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
     Raises:
         RunnerError: naming the notebook and the failing cell.
     """
-    import papermill as pm
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "results").mkdir(exist_ok=True)
     manifest_path = out / "manifest.json"
@@ -113,23 +119,18 @@ def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
             log(f"[{i}/{len(runs)}] {name}: unchanged since its last run, skipped")
             records.append(done)
             continue
-        log(f"[{i}/{len(runs)}] {name}: running notebooks/{run['notebook']}.ipynb "
-            f"with {json.dumps(run['parameters'])}")
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".ipynb")
-        os.close(fd)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(ROOT / "notebooks" / f"{run['notebook']}.ipynb"), tmp,
-                                parameters=run["parameters"], cwd=str(out), kernel_name=kernel,
-                                progress_bar=False, report_mode=False)
-        except pm.PapermillExecutionError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) failed in cell "
-                              f"{exc.exec_count}: {exc.ename}: {exc.evalue}") from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        os.replace(tmp, target)
+        if run.get("script"):
+            log(f"[{i}/{len(runs)}] {name}: python {' '.join(run['script'])}")
+            t0 = time.perf_counter()
+            json_path = out / "results" / f"{name}.json"
+            proc = subprocess.run([sys.executable, str(ROOT / run["script"][0]), *run["script"][1:],
+                                   "--json", str(json_path)], cwd=ROOT)
+            if proc.returncode != 0:
+                raise RunnerError(f"{run['script'][0]} failed with exit status {proc.returncode}")
+            target = json_path
+        else:
+            t0 = time.perf_counter()
+            _execute_notebook(run, out, target, kernel, log, i, len(runs))
         record = {"name": name, "notebook": run["notebook"], "key": key,
                   "parameters": run["parameters"], "wall_time_s": time.perf_counter() - t0,
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -140,6 +141,31 @@ def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
         log(f"[{i}/{len(runs)}] {name}: done in {record['wall_time_s']:.0f} s")
         records.append(record)
     return records
+
+
+def _execute_notebook(run, out, target, kernel, log, i, n):
+    """papermill into a temp file renamed into place: no half-written executed copies."""
+    import papermill as pm
+
+    name = run["name"]
+    log(f"[{i}/{n}] {name}: running notebooks/{run['notebook']}.ipynb "
+        f"with {json.dumps(run['parameters'])}")
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".ipynb")
+    os.close(fd)
+    try:
+        pm.execute_notebook(str(ROOT / "notebooks" / f"{run['notebook']}.ipynb"), tmp,
+                            parameters=run["parameters"], cwd=str(out), kernel_name=kernel,
+                            progress_bar=False, report_mode=False)
+    except pm.PapermillExecutionError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        first_line = (exc.source or "").strip().splitlines()[:1]
+        where = f" ({first_line[0][:60]!r} ...)" if first_line else ""
+        raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) failed in cell "
+                          f"[{exc.exec_count}]{where}: {exc.ename}: {exc.evalue}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
 
 
 def prepare_workdir(workdir: Path) -> Path:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .solvers import SolverError
+
 __all__ = ["train", "TrainResult", "relative_error", "resolve_device", "seed_everything",
            "make_optimizer", "as_splits", "ridge_warm_start", "TrainingError"]
 
@@ -132,7 +134,8 @@ class TrainResult:
             (cumulative training NFE, forward + backward; 0 for stepped networks),
             ``wall_time`` (cumulative seconds).
         status: ``"completed"``, ``"diverged"`` (non-finite loss; the model holds the last
-            finite epoch's state) or ``"interrupted"``.
+            finite epoch's state), ``"solver_failed"`` (an ODE solve failed, see
+            :class:`~ctdnn.SolverError`; same restore), or ``"partial"`` (``max_epochs``).
         best_epoch, best_val_rel_err, best_state: best-on-validation checkpoint (the last
             epoch's when there is no validation data).
         epochs_completed: finished epochs.
@@ -337,6 +340,14 @@ def train(model, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{mean_loss:.3e}", val=f"{val_err:.3e}")
+    except SolverError as exc:
+        model.load_state_dict(last_good[0])
+        opt.load_state_dict(last_good[1])
+        gen.set_state(last_good[2])
+        status = "solver_failed"
+        epoch = history["epoch"][-1] if history["epoch"] else start_epoch
+        message = (f"{label}: the ODE solve failed in epoch {epoch + 1} ({exc.status}); "
+                   f"stopped and restored the state after epoch {epoch}")
     except KeyboardInterrupt:
         # Keep the last completed epoch; the partial one is discarded.
         model.load_state_dict(last_good[0])

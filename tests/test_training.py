@@ -176,3 +176,15 @@ def test_rmsprop_and_dict_data():
     res = ctdnn.train(_model(), {"x_train": x, "y_train": y}, epochs=3, optimizer="rmsprop",
                       progress=False)
     assert res.status == "completed" and math.isnan(res.history["val_rel_err"][0])
+
+
+def test_solver_failure_stops_with_status():
+    torch.manual_seed(0)
+    model = ctdnn.NeuralODE(4, 2, width=5, rtol=1e-6, atol=1e-8, adjoint=False)
+    res = ctdnn.train(model, _data(), epochs=1, batch_size=80, lr=1e-3, progress=False)
+    assert res.status == "completed"
+    model.max_num_steps = 2  # the next solve cannot finish
+    res = ctdnn.train(model, _data(), epochs=3, batch_size=80, progress=False, name="tight budget")
+    assert res.status == "solver_failed" and "too_many_steps" in res.message
+    assert "tight budget" in res.message and res.epochs_completed == 0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
