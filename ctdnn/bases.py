@@ -30,6 +30,7 @@ __all__ = [
     "LegendreBasis",
     "PiecewiseConstantBasis",
     "make_basis",
+    "condition_numbers",
     "BASIS_KINDS",
 ]
 
@@ -104,7 +105,11 @@ class Basis:
         return float(torch.linalg.cond(self.collocation_matrix(times)))
 
     def gram_condition_number(self) -> float:
-        """2-norm condition number of the exact Gram matrix (float64)."""
+        """2-norm condition number of the exact Gram matrix, computed in float64.
+
+        Reliable while the condition number is well below ``1 / eps = 4.5e15``; beyond that
+        (monomials of high degree on long intervals) float64 underestimates it.
+        """
         return float(torch.linalg.cond(self.gram_matrix()))
 
     @property

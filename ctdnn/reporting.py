@@ -81,7 +81,7 @@ def _jsonable(obj):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, torch.Tensor) or type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
         return _jsonable(obj.tolist())
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return obj.item()

@@ -54,7 +54,11 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
         raise RunnerError(f"unknown preset {preset!r}; choose one of {', '.join(presets)} "
                           f"(defined in {presets_file.name})")
     runs = []
+    wanted = set(only or ())
     for stem, entries in presets[preset].items():
+        if wanted and stem not in wanted and not any(w.startswith(f"{stem}_") for w in wanted) \
+                and not (stem == "_benchmarks" and "benchmarks" in wanted):
+            continue
         if stem == "_benchmarks":
             # The benchmark script; its table appears on the reproducibility page.
             args = [str(a) for a in (entries or [])]
@@ -72,7 +76,6 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
             params = {"preset": preset, "run_name": name, "output_dir": "results", **entry}
             runs.append({"notebook": stem, "name": name, "parameters": params, "always": always})
     if only:
-        wanted = set(only)
         runs = [r for r in runs if r["notebook"] in wanted or r["name"] in wanted]
         if not runs:
             raise RunnerError(f"--only {' '.join(only)} matches no run of preset {preset!r}")

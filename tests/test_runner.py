@@ -82,3 +82,11 @@ def test_cli_reports_errors_in_one_line(project, capsys):
     assert main(["run", "--preset", "nonexistent", "--list"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ctdnn run: ") and "Traceback" not in err
+
+
+def test_only_selects_before_checking_other_notebooks(project):
+    root, presets = project
+    presets.write_text("smoke:\n  good:\n    - {}\n  missing:\n    - {}\n")
+    assert [r["name"] for r in runner.plan("smoke", ["good"], presets_file=presets)] == ["good"]
+    with pytest.raises(runner.RunnerError, match="notebooks/missing.ipynb, which does not exist"):
+        runner.plan("smoke", presets_file=presets)

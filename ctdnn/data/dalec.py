@@ -98,7 +98,7 @@ import math
 from typing import Mapping
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 __all__ = [
     "DALEC_DEFAULTS",
