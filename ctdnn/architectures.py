@@ -157,8 +157,10 @@ class ResNet(_SteppedNet):
 
     def flow(self, u):
         K, b = self.step_weights()
+        # unbind once: indexing inside the loop would add a full-size backward node per step
+        Kt, bs = K.mT.unbind(0), b.unbind(0)
         for k in range(self.n_steps):  # sequential in time by construction
-            u = u + self.h * torch.tanh(torch.addmm(b[k], u, K[k].mT))
+            u = u + self.h * torch.tanh(torch.addmm(bs[k], u, Kt[k]))
         return u
 
 
@@ -176,10 +178,11 @@ class HamiltonianNet(_SteppedNet):
     def flow_with_momentum(self, u, z=None):
         """``(u_n, z_n)`` from ``(u_0, z_0)``; ``z_0 = 0`` when omitted. Shapes ``(batch, width)``."""
         K, b = self.step_weights()
+        Ks, Kt, bs = K.unbind(0), K.mT.unbind(0), b.unbind(0)
         z = torch.zeros_like(u) if z is None else z
         for k in range(self.n_steps):
-            z = z - self.h * torch.tanh(torch.addmm(b[k], u, K[k]))
-            u = u + self.h * torch.tanh(torch.addmm(b[k], z, K[k].mT))
+            z = z - self.h * torch.tanh(torch.addmm(bs[k], u, Ks[k]))
+            u = u + self.h * torch.tanh(torch.addmm(bs[k], z, Kt[k]))
         return u, z
 
     def inverse_flow(self, u, z):

@@ -95,14 +95,16 @@ class StackedNet(nn.Module):
         u = torch.tanh(torch.baddbmm(self.opening_bias.unsqueeze(1), x, self.opening_weight.mT))
         Kw, b = self.step_weights()
         h = self.h.view(-1, 1, 1)
+        # unbind once along time: per-step indexing would add full-size backward nodes
+        Ks, Kt, bs = Kw.unbind(1), Kw.mT.unbind(1), b.unsqueeze(2).unbind(1)
         if self.kind == "resnet":
             for k in range(self.n_steps):
-                u = u + h * torch.tanh(torch.baddbmm(b[:, k].unsqueeze(1), u, Kw[:, k].mT))
+                u = u + h * torch.tanh(torch.baddbmm(bs[k], u, Kt[k]))
         else:
             z = torch.zeros_like(u)
             for k in range(self.n_steps):
-                z = z - h * torch.tanh(torch.baddbmm(b[:, k].unsqueeze(1), u, Kw[:, k]))
-                u = u + h * torch.tanh(torch.baddbmm(b[:, k].unsqueeze(1), z, Kw[:, k].mT))
+                z = z - h * torch.tanh(torch.baddbmm(bs[k], u, Ks[k]))
+                u = u + h * torch.tanh(torch.baddbmm(bs[k], z, Kt[k]))
         return u
 
     def forward(self, x):

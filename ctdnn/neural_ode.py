@@ -105,6 +105,8 @@ class NeuralODE(SurrogateNet):
         n_steps: intervals of the piecewise-constant ``"none"`` basis.
         step_size: step of fixed-step methods.
         max_num_steps: adaptive step budget.
+        adjoint_norm: ``"default"`` or ``"seminorm"`` step control of the adjoint solve
+            (see :func:`~ctdnn.solve`).
 
     After each forward pass, :attr:`stats` holds that solve's :class:`SolverStats` (its
     backward counters fill in during ``backward()``) and :attr:`total_stats` the cumulative
@@ -113,8 +115,10 @@ class NeuralODE(SurrogateNet):
 
     def __init__(self, n_in, n_out, *, width=15, hidden=None, T=1.0, basis="legendre", degree=3,
                  method="dopri5", rtol=1e-7, atol=1e-9, adjoint=True, time_scaling="rescaled",
-                 n_steps=None, step_size=None, max_num_steps=100_000, normalized=False):
+                 n_steps=None, step_size=None, max_num_steps=100_000, normalized=False,
+                 adjoint_norm="default"):
         super().__init__(n_in, n_out, width, T)
+        self.adjoint_norm = adjoint_norm
         _SolverOptions.check(method, rtol, atol, time_scaling)
         if hidden is not None:
             hidden = _check_positive_int("hidden", hidden, minimum=1)
@@ -129,7 +133,7 @@ class NeuralODE(SurrogateNet):
         t = torch.tensor([0.0, self.T], dtype=u.dtype, device=u.device)
         sol, _ = solve(self.dynamics, u, t, method=self.method, rtol=self.rtol, atol=self.atol,
                        adjoint=self.adjoint, step_size=self.step_size,
-                       max_num_steps=self.max_num_steps,
+                       max_num_steps=self.max_num_steps, adjoint_norm=self.adjoint_norm,
                        adjoint_params=tuple(self.dynamics.parameters()))
         return sol[-1]
 
@@ -165,8 +169,10 @@ class TrajectoryODE(nn.Module):
 
     def __init__(self, dim=2, *, hidden=50, T=25.0, basis="legendre", degree=3, transform="cube",
                  method="dopri5", rtol=1e-7, atol=1e-9, adjoint=False, time_scaling="rescaled",
-                 n_steps=None, step_size=None, max_num_steps=100_000, normalized=False):
+                 n_steps=None, step_size=None, max_num_steps=100_000, normalized=False,
+                 adjoint_norm="default"):
         super().__init__()
+        self.adjoint_norm = adjoint_norm
         self.dim = _check_positive_int("dim", dim, minimum=1)
         self.T = _check_horizon(T)
         _SolverOptions.check(method, rtol, atol, time_scaling)
@@ -196,7 +202,7 @@ class TrajectoryODE(nn.Module):
         try:
             sol, _ = solve(self.dynamics, y0, t, method=self.method, rtol=self.rtol, atol=self.atol,
                            adjoint=self.adjoint, step_size=self.step_size,
-                           max_num_steps=self.max_num_steps,
+                           max_num_steps=self.max_num_steps, adjoint_norm=self.adjoint_norm,
                            adjoint_params=tuple(self.dynamics.parameters()))
         finally:
             if not self.adjoint:

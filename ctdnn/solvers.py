@@ -141,7 +141,7 @@ class Dynamics(nn.Module):
 def solve(func: Dynamics, u0: torch.Tensor, t: torch.Tensor, *, method: str = "dopri5",
           rtol: float = 1e-7, atol: float = 1e-9, adjoint: bool = False,
           step_size: float | None = None, max_num_steps: int = 100_000,
-          adjoint_params=None) -> tuple[torch.Tensor, SolverStats]:
+          adjoint_params=None, adjoint_norm: str = "default") -> tuple[torch.Tensor, SolverStats]:
     """Solve ``du/dt = func(t, u)`` from ``u(t[0]) = u0`` and report statistics.
 
     Args:
@@ -156,6 +156,9 @@ def solve(func: Dynamics, u0: torch.Tensor, t: torch.Tensor, *, method: str = "d
         step_size: step of fixed-step methods.
         max_num_steps: adaptive step budget before failing with ``"too_many_steps"``.
         adjoint_params: parameters for the adjoint (defaults to ``func.parameters()``).
+        adjoint_norm: ``"default"`` (torchdiffeq's: the step control of the backward solve
+            also watches the parameter adjoints) or ``"seminorm"`` (only the state and its
+            adjoint; typically halves the backward NFE at the same gradient accuracy).
 
     Returns:
         ``(solution, stats)`` with solution ``(n_times, batch, n)``. ``stats`` holds the
@@ -174,6 +177,11 @@ def solve(func: Dynamics, u0: torch.Tensor, t: torch.Tensor, *, method: str = "d
     else:
         raise ValueError(f"unknown ODE method {method!r}; adaptive: {ADAPTIVE_METHODS}, "
                          f"fixed-step: {FIXED_METHODS}")
+    if adjoint_norm not in ("default", "seminorm"):
+        raise ValueError(f"adjoint_norm must be 'default' or 'seminorm', got {adjoint_norm!r}")
+    adjoint_options = dict(options)
+    if adjoint_norm == "seminorm" and method in ADAPTIVE_METHODS:
+        adjoint_options["norm"] = "seminorm"
     stats = func.begin_solve()
     try:
         if adjoint:
@@ -182,7 +190,7 @@ def solve(func: Dynamics, u0: torch.Tensor, t: torch.Tensor, *, method: str = "d
                 kwargs["adjoint_params"] = tuple(adjoint_params)
             sol = odeint_adjoint(func, u0, t, rtol=rtol, atol=atol, method=method,
                                  options=options, adjoint_rtol=rtol, adjoint_atol=atol,
-                                 adjoint_options=dict(options), **kwargs)
+                                 adjoint_options=adjoint_options, **kwargs)
         else:
             with warnings.catch_warnings():
                 # Fixed-step solvers take no step callbacks; their counts need none.
