@@ -14,6 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${CTDNN_VENV:-.venv}"
+# The networks are tiny: one thread per process avoids waiting on busy cores (measured by
+# benchmarks/bench.py); set OMP_NUM_THREADS to override.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 PY="$VENV/bin/python"
 
 setup() {
