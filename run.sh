@@ -52,7 +52,7 @@ case "$cmd" in
         browser
         "$PY" -m ctdnn run --preset smoke --workdir .smoke-book --force
         CTDNN_BOOK_DIR="$PWD/.smoke-book/_build/html" exec "$PY" -m pytest \
-            --nbval-lax --sanitize-with tests/nbval_sanitize.cfg tests notebooks "$@"
+            --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks "$@"
         ;;
     *)
         echo "usage: ./run.sh book [--preset quick|smoke|paper] | ./run.sh test [pytest options]" >&2

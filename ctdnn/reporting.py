@@ -113,9 +113,11 @@ def write_results(path: str | os.PathLike, results: dict) -> Path:
 
 
 def read_results(directory: str | os.PathLike) -> list[dict]:
-    """All results files (``*.json``) of a directory, sorted by run name."""
+    """All results files (``*.json`` holding an object) of a directory, sorted by run name."""
     out = []
     for p in sorted(Path(directory).glob("*.json")):
         with open(p) as fh:
-            out.append(json.load(fh))
+            data = json.load(fh)
+        if isinstance(data, dict):
+            out.append(data)
     return sorted(out, key=lambda r: r.get("run", ""))
