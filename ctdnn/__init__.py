@@ -13,9 +13,10 @@ Public API:
     train, TrainResult, relative_error, seed_everything
     train_ensemble, StackedNet    many configurations trained as one batched computation
     data                          the ELM, CDR and DCR data sets (paper files or simulators)
+    stationary                    the stationary-ODE task (torchdiffeq's spiral), NFE study
 """
 
-from . import data
+from . import data, stationary
 from .architectures import HamiltonianNet, ResNet, SurrogateNet
 from .ensemble import StackedNet, train_ensemble
 from .bases import Basis, LegendreBasis, MonomialBasis, PiecewiseConstantBasis, make_basis
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "data",
+    "stationary",
     "Basis", "LegendreBasis", "MonomialBasis", "PiecewiseConstantBasis", "make_basis",
     "TimeVaryingParameter", "TimeVaryingLinear",
     "SurrogateNet", "ResNet", "HamiltonianNet",
