@@ -196,8 +196,11 @@ def solve(func: Dynamics, u0: torch.Tensor, t: torch.Tensor, *, method: str = "d
                 # Fixed-step solvers take no step callbacks; their counts need none.
                 warnings.filterwarnings("ignore", message="Solver .* does not support callbacks")
                 sol = odeint(func, u0, t, rtol=rtol, atol=atol, method=method, options=options)
-    except SolverError:
-        raise  # raised by the right-hand side itself (e.g. an evaluation budget): keep it
+    except SolverError as exc:
+        # raised by the right-hand side itself (e.g. an evaluation budget): keep its status
+        if exc.stats.nfe == 0:
+            exc.stats = stats
+        raise
     except (AssertionError, RuntimeError) as exc:
         raise SolverError(_classify(exc), str(exc).splitlines()[0][:200], stats) from None
     finally:
