@@ -190,6 +190,7 @@ def prepare_workdir(workdir: Path) -> Path:
 
 def build_book(root: Path = ROOT, *, log=print) -> Path:
     """``jupyter-book build`` with warnings as errors; returns the HTML folder."""
+    root = Path(root).resolve()
     exe = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "-W", "-n",
            "--keep-going"]

@@ -223,3 +223,14 @@ def test_summary_has_the_reproduction_table(page, server, book_dir):
         assert column in header, f"column {column!r} missing from the summary table: {header}"
     verdicts = {v.strip() for v in rows.locator("td:nth-child(4)").all_inner_texts()}
     assert verdicts <= {"reproduced", "partly", "not reproduced"}, verdicts
+
+
+@pytest.mark.parametrize("doc", [d for d in PAGES if d.startswith("book/generated/")])
+def test_binder_links_open_a_source_notebook(page, server, doc):
+    """Executed copies are not in the repository: Binder must open notebooks/<stem>.ipynb."""
+    page.goto(f"{server}{doc}.html", wait_until="domcontentloaded")
+    hrefs = page.eval_on_selector_all("a[href*='mybinder.org']", "links => links.map(a => a.href)")
+    assert hrefs, f"{doc}: no Binder launch button"
+    for href in hrefs:
+        path = unquote(href).split("urlpath=")[-1].split("/", 2)[-1]  # after "lab/tree/"
+        assert path.startswith("notebooks/") and (ROOT / path).is_file(), href

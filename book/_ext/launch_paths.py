@@ -10,17 +10,15 @@ import re
 _GENERATED = re.compile(r"book/generated/(?P<run>[0-9A-Za-z_]+?)(?:_(?:ELM|CDR|DCR))?\.ipynb")
 
 
-def _rewrite(buttons):
-    for button in buttons:
-        if "buttons" in button:
-            _rewrite(button["buttons"])
-        if isinstance(button.get("url"), str):
-            button["url"] = _GENERATED.sub(lambda m: f"notebooks/{m.group('run')}.ipynb",
-                                           button["url"])
-
-
 def _fix_launch_links(app, pagename, templatename, context, doctree):
-    _rewrite(context.get("header_buttons", []))
+    # Only the launch group: the download button must keep pointing at the rendered copy.
+    for group in context.get("header_buttons", []):
+        if group.get("label") != "launch-buttons":
+            continue
+        for button in group.get("buttons", []):
+            if isinstance(button.get("url"), str):
+                button["url"] = _GENERATED.sub(lambda m: f"notebooks/{m.group('run')}.ipynb",
+                                               button["url"])
 
 
 def setup(app):
