@@ -168,6 +168,7 @@ def _execute_notebook(run, out, target, kernel, log, i, n):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the executed copies are for readers
     os.replace(tmp, target)
 
 
