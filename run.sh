@@ -10,7 +10,9 @@
 #       notebooks and the headless-browser check of the built book.
 #
 # Environment: CTDNN_DATA_DIR (folder with the paper's .mat files), CTDNN_CACHE_DIR,
-# CTDNN_OFFLINE=1 (never download), CTDNN_VENV (virtual environment folder, default .venv).
+# CTDNN_OFFLINE=1 (never download), CTDNN_VENV (virtual environment folder, default .venv),
+# CTDNN_TORCH_INDEX (package index for torch: unset = pip's default index, which serves the
+# CUDA build on Linux; https://download.pytorch.org/whl/cpu = the CPU-only build).
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${CTDNN_VENV:-.venv}"
@@ -19,17 +21,47 @@ VENV="${CTDNN_VENV:-.venv}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 PY="$VENV/bin/python"
 
+# The environment is requirements/lock.txt (every package but torch, with hashes), then torch
+# at the pin of pyproject.toml from the index CTDNN_TORCH_INDEX selects, then ctdnn itself
+# (editable, no dependency resolution). pip's own output goes to a log that is shown only
+# when a step fails: it is noisy on machines whose pip configuration names extra indexes.
 setup() {
+    local stamp="$VENV/.ctdnn-installed" log="$VENV/setup.log" want start torch
+    want="$(cat pyproject.toml requirements/lock.txt | sha256sum | cut -d' ' -f1) ${CTDNN_TORCH_INDEX:-}"
+    if [ -x "$PY" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return
+    fi
+    start=$SECONDS
     if [ ! -x "$PY" ]; then
+        echo "ctdnn: creating the virtual environment $VENV (Python 3.11)"
         python3 -m venv "$VENV"
     fi
-    local want stamp="$VENV/.ctdnn-installed"
-    want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        "$PY" -m pip install --quiet --upgrade pip
-        # torch is pinned to the CPU build; other accelerators: install torch first.
-        "$PY" -m pip install --quiet -e ".[book,test]"
-        echo "$want" > "$stamp"
+    torch="$(sed -n 's/^ *"\(torch==[^"]*\)".*/\1/p' pyproject.toml)"
+    : > "$log"
+    echo "ctdnn: installing the locked environment (requirements/lock.txt, $(grep -c '^[A-Za-z]' requirements/lock.txt) packages); log: $log"
+    step "$log" -m pip install --require-hashes --no-deps -r requirements/lock.txt
+    if [ -n "${CTDNN_TORCH_INDEX:-}" ]; then
+        echo "ctdnn: installing $torch from $CTDNN_TORCH_INDEX"
+        step "$log" -m pip install --index-url "$CTDNN_TORCH_INDEX" "$torch"
+    else
+        echo "ctdnn: installing $torch from the default index (CTDNN_TORCH_INDEX selects another)"
+        step "$log" -m pip install "$torch"
+    fi
+    step "$log" -m pip install --no-deps --no-build-isolation -e .
+    echo "$want" > "$stamp"
+    echo "ctdnn: environment ready ($("$PY" -c 'import torch; print("torch", torch.__version__)')) in $((SECONDS - start)) s"
+}
+
+# One pip step of setup(): output to the log; on failure, its tail and the exit status.
+step() {
+    local log="$1"
+    shift
+    echo "+ $PY $*" >> "$log"
+    if ! "$PY" "$@" >> "$log" 2>&1; then
+        echo "ctdnn: set-up failed: $PY $*" >&2
+        tail -n 30 "$log" >&2
+        echo "ctdnn: the full log is $log" >&2
+        exit 1
     fi
 }
 

@@ -18,7 +18,12 @@ parameters), standard PyTorch building blocks, no artificial work.
   coefficients (grouped per layer, see :class:`PerSampleDynamics` for why); on each
   right-hand-side call the basis is evaluated for every sample, and a Python loop over the
   batch builds that sample's weights (one contraction per layer) and calls the network on
-  that one sample through ``torch.func.functional_call``.
+  that one sample through ``torch.func.functional_call``. With ``per_parameter=True`` it
+  keeps the wrapper's own layout: one coefficient tensor per named parameter (weight and
+  bias apart) and one ``einsum`` per parameter and sample.
+* :class:`StaticNODE`: the same surrogate with a time-invariant dynamics MLP, solved by
+  plain ``torchdiffeq.odeint``: what a neural-ODE evaluation costs without any time
+  parameterisation, for comparison.
 
 All classes load their parameters from a ``ctdnn`` model (``from_ctdnn``) so that a
 comparison runs both codes on identical numbers; ``grads_like`` maps gradients back to
@@ -35,7 +40,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 __all__ = ["basis_values", "LoopResNet", "LoopHamiltonianNet", "PerSampleDynamics",
-           "PerSampleNODE"]
+           "PerSampleNODE", "StaticNODE"]
 
 
 def basis_values(kind: str, t: float, n_functions: int, T: float) -> list[float]:
@@ -151,10 +156,17 @@ class PerSampleDynamics(nn.Module):
     steps (and it halves the contractions per sample, which favours the reference). The
     basis is evaluated at ``s = t / T`` (rescaled time).
 
+    ``per_parameter=True`` keeps the wrapper's own layout instead: ``self.time_params``
+    holds ``[K1, b1, K2, b2]`` coefficients, ``(n_functions, out, in)`` and
+    ``(n_functions, out)``, and every sample contracts each of them with its basis row by
+    ``torch.einsum("d,d...->...")``, as the wrapper does. Use it with backpropagation
+    through the solver (the adjoint's error norm would see four tensors instead of two).
+
     ``nfe`` counts calls (forward and adjoint alike).
     """
 
-    def __init__(self, width, hidden, *, n_functions=4, basis="legendre", T=1.0):
+    def __init__(self, width, hidden, *, n_functions=4, basis="legendre", T=1.0,
+                 per_parameter=False):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, width))
         for p in self.net.parameters():
@@ -162,9 +174,14 @@ class PerSampleDynamics(nn.Module):
         self.kind, self.n_functions, self.T = basis, n_functions, float(T)
         self.layer_names = ["0", "2"]
         self.n_in = [width, hidden]
+        self.per_parameter = bool(per_parameter)
+        if self.per_parameter:
+            shapes = [(hidden, width), (hidden,), (width, hidden), (width,)]
+            self.param_names = ["0.weight", "0.bias", "2.weight", "2.bias"]
+        else:
+            shapes = [(hidden, width + 1), (width, hidden + 1)]
         self.time_params = nn.ParameterList(
-            [nn.Parameter(torch.zeros(n_functions, hidden, width + 1)),
-             nn.Parameter(torch.zeros(n_functions, width, hidden + 1))])
+            [nn.Parameter(torch.zeros(n_functions, *shape)) for shape in shapes])
         self.nfe = 0
 
     def basis_rows(self, t, batch: int) -> torch.Tensor:
@@ -189,11 +206,33 @@ class PerSampleDynamics(nn.Module):
         outputs = []
         for i in range(u.shape[0]):
             params = {}
-            for name, n_in, c in zip(self.layer_names, self.n_in, self.time_params):
-                W = torch.tensordot(a[i], c, dims=1)  # this sample's weights at its time
-                params[f"{name}.weight"], params[f"{name}.bias"] = W[:, :n_in], W[:, n_in]
+            if self.per_parameter:
+                for name, c in zip(self.param_names, self.time_params):
+                    params[name] = torch.einsum("d,d...->...", a[i], c)
+            else:
+                for name, n_in, c in zip(self.layer_names, self.n_in, self.time_params):
+                    W = torch.tensordot(a[i], c, dims=1)  # this sample's weights at its time
+                    params[f"{name}.weight"], params[f"{name}.bias"] = W[:, :n_in], W[:, n_in]
             outputs.append(torch.func.functional_call(self.net, params, (u[i:i + 1],)))
         return torch.cat(outputs, dim=0)
+
+    def load_layer_coefficients(self, coefficients) -> None:
+        """Copy ``ctdnn``'s per-layer ``(n_functions, out, in + 1)`` coefficients in."""
+        with torch.no_grad():
+            if not self.per_parameter:
+                for c, src in zip(self.time_params, coefficients):
+                    c.copy_(src)
+                return
+            for k, (src, n_in) in enumerate(zip(coefficients, self.n_in)):
+                self.time_params[2 * k].copy_(src[..., :n_in])
+                self.time_params[2 * k + 1].copy_(src[..., n_in])
+
+    def layer_grads(self) -> list[torch.Tensor]:
+        """The coefficient gradients in ``ctdnn``'s per-layer layout."""
+        if not self.per_parameter:
+            return [c.grad for c in self.time_params]
+        g = [c.grad for c in self.time_params]
+        return [torch.cat([g[2 * k], g[2 * k + 1].unsqueeze(-1)], dim=-1) for k in range(2)]
 
 
 class PerSampleNODE(nn.Module):
@@ -206,11 +245,12 @@ class PerSampleNODE(nn.Module):
 
     def __init__(self, n_in, n_out, *, width=15, hidden=50, n_functions=4, basis="legendre",
                  T=1.0, method="dopri5", rtol=1e-7, atol=1e-9, adjoint=True,
-                 max_num_steps=100_000):
+                 max_num_steps=100_000, per_parameter=False):
         super().__init__()
         self.opening = nn.Linear(n_in, width)
         self.closing = nn.Linear(width, n_out)
-        self.func = PerSampleDynamics(width, hidden, n_functions=n_functions, basis=basis, T=T)
+        self.func = PerSampleDynamics(width, hidden, n_functions=n_functions, basis=basis, T=T,
+                                      per_parameter=per_parameter)
         self.T, self.method, self.rtol, self.atol = float(T), method, rtol, atol
         self.adjoint, self.max_num_steps = adjoint, max_num_steps
 
@@ -229,7 +269,7 @@ class PerSampleNODE(nn.Module):
         return self.closing(sol[-1])
 
     @classmethod
-    def from_ctdnn(cls, model):
+    def from_ctdnn(cls, model, per_parameter=False):
         """A reference holding exactly the parameters of a ``ctdnn.NeuralODE`` (two layers)."""
         dyn = model.dynamics
         if dyn.hidden is None or dyn.transform is not None:
@@ -241,13 +281,12 @@ class PerSampleNODE(nn.Module):
         ref = cls(model.n_in, model.n_out, width=model.width, hidden=dyn.hidden,
                   n_functions=model.basis.n_functions, basis=model.basis.kind, T=model.T,
                   method=model.method, rtol=model.rtol, atol=model.atol, adjoint=model.adjoint,
-                  max_num_steps=model.max_num_steps)
+                  max_num_steps=model.max_num_steps, per_parameter=per_parameter)
         ref.to(dtype=model.opening.weight.dtype, device=model.opening.weight.device)
         with torch.no_grad():
             for name in ("opening", "closing"):
                 getattr(ref, name).load_state_dict(getattr(model, name).state_dict())
-            for layer, c in zip(dyn.layers, ref.func.time_params):
-                c.copy_(layer.theta.coefficients)
+        ref.func.load_layer_coefficients([layer.theta.coefficients for layer in dyn.layers])
         return ref
 
     def grads_like(self, model) -> dict:
@@ -256,6 +295,35 @@ class PerSampleNODE(nn.Module):
                     model.opening.bias: self.opening.bias.grad,
                     model.closing.weight: self.closing.weight.grad,
                     model.closing.bias: self.closing.bias.grad}
-        for layer, c in zip(model.dynamics.layers, self.func.time_params):
-            by_param[layer.theta.coefficients] = c.grad
+        for layer, g in zip(model.dynamics.layers, self.func.layer_grads()):
+            by_param[layer.theta.coefficients] = g
         return {name: by_param[p] for name, p in model.named_parameters()}
+
+
+class StaticNODE(nn.Module):
+    """The surrogate neural ODE with time-invariant dynamics, on plain ``torchdiffeq``.
+
+    ``u(0) = tanh(K0 x + b0)``, ``du/dt = K2 tanh(K1 u + b1) + b2`` (an ``nn.Sequential``
+    MLP, weights constant in time), ``y = W [u(T); 1]``; ``odeint`` with ``dopri5`` and
+    explicit tolerances. ``nfe`` counts right-hand-side calls.
+    """
+
+    def __init__(self, n_in, n_out, *, width=15, hidden=50, T=1.0, rtol=1e-7, atol=1e-9,
+                 max_num_steps=100_000):
+        super().__init__()
+        self.opening = nn.Linear(n_in, width)
+        self.closing = nn.Linear(width, n_out)
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, width))
+        self.T, self.rtol, self.atol, self.max_num_steps = float(T), rtol, atol, max_num_steps
+        self.nfe = 0
+
+    def rhs(self, t, u):
+        self.nfe += 1
+        return self.net(u)
+
+    def forward(self, x):
+        u0 = torch.tanh(self.opening(x))
+        t = torch.tensor([0.0, self.T], dtype=u0.dtype, device=u0.device)
+        sol = odeint(self.rhs, u0, t, rtol=self.rtol, atol=self.atol, method="dopri5",
+                     options={"max_num_steps": self.max_num_steps})
+        return self.closing(sol[-1])

@@ -8,20 +8,25 @@ Public API:
     TimeVaryingParameter,
     TimeVaryingLinear             weights theta(t) = sum_j c_j p_j(t)
     ResNet, HamiltonianNet        discretize-then-optimize networks
+    weights_at                    weight values K(t), b(t) at given times (also a method)
     NeuralODE, TrajectoryODE      optimize-then-discretize networks (torchdiffeq)
-    solve, SolverStats, SolverError
+    solve, SolverStats, SolverError, solver_failures
+    Status                        one status vocabulary for solves, training runs, rollouts
     train, TrainResult, relative_error, seed_everything
     train_ensemble, StackedNet    many configurations trained as one batched computation
+    train_gnvpro                  trust-region Gauss-Newton with variable projection (DTO nets)
     data                          the ELM, CDR and DCR data sets (paper files or simulators)
     stationary                    the stationary-ODE task (torchdiffeq's spiral), NFE study
 """
 
 from . import data, stationary
-from .architectures import HamiltonianNet, ResNet, SurrogateNet
+from .architectures import HamiltonianNet, ResNet, SurrogateNet, weights_at
 from .ensemble import StackedNet, train_ensemble
+from .gnvpro import train_gnvpro
 from .bases import Basis, LegendreBasis, MonomialBasis, PiecewiseConstantBasis, make_basis
 from .neural_ode import NeuralODE, TimeVaryingMLP, TrajectoryODE
-from .solvers import Dynamics, SolverError, SolverStats, solve
+from .solvers import Dynamics, SolverError, SolverStats, solve, solver_failures
+from .status import Status
 from .training import (TrainingError, TrainResult, relative_error, resolve_device,
                        ridge_warm_start, seed_everything, train)
 from .weights import TimeVaryingLinear, TimeVaryingParameter
@@ -33,9 +38,10 @@ __all__ = [
     "stationary",
     "Basis", "LegendreBasis", "MonomialBasis", "PiecewiseConstantBasis", "make_basis",
     "TimeVaryingParameter", "TimeVaryingLinear",
-    "SurrogateNet", "ResNet", "HamiltonianNet",
+    "SurrogateNet", "ResNet", "HamiltonianNet", "weights_at",
     "NeuralODE", "TrajectoryODE", "TimeVaryingMLP",
-    "Dynamics", "solve", "SolverStats", "SolverError",
+    "Dynamics", "solve", "SolverStats", "SolverError", "solver_failures", "Status",
     "train", "train_ensemble", "StackedNet", "TrainResult", "TrainingError", "relative_error", "resolve_device",
     "ridge_warm_start", "seed_everything",
+    "train_gnvpro",
 ]

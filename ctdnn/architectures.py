@@ -12,14 +12,15 @@ layer ``y = W [u(T); 1]``; they differ in how ``u`` evolves on ``[0, T]``:
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
-from .bases import Basis, _check_horizon, _check_positive_int, make_basis
-from .weights import TimeVaryingLinear
+from .bases import Basis, make_basis
+from .checks import check_int, check_number
+from .weights import TimeVaryingLinear, stack_coefficients, stacked_sizes
 
-__all__ = ["SurrogateNet", "ResNet", "HamiltonianNet", "resolve_basis"]
+__all__ = ["SurrogateNet", "SteppedNet", "ResNet", "HamiltonianNet", "resolve_basis",
+           "weights_at"]
 
 WEIGHT_TIMES = ("consistent", "paper")
 
@@ -43,13 +44,22 @@ class SurrogateNet(nn.Module):
 
     def __init__(self, n_in: int, n_out: int, width: int, T: float):
         super().__init__()
-        self.n_in = _check_positive_int("n_in", n_in, minimum=1)
-        self.n_out = _check_positive_int("n_out", n_out, minimum=1)
-        self.width = _check_positive_int("width", width, minimum=1)
-        self.T = _check_horizon(T)
+        self.n_in = check_int("n_in", n_in, minimum=1)
+        self.n_out = check_int("n_out", n_out, minimum=1)
+        self.width = check_int("width", width, minimum=1)
+        self.T = check_number("T", T, positive=True)
         self.opening = nn.Linear(self.n_in, self.width)
         self.closing = nn.Linear(self.width, self.n_out)
         self.time_varying = nn.ModuleList()
+
+    #: When :meth:`forward` checks its input for NaN and inf. ``"eval"``: only outside
+    #: training mode, because the check costs a host synchronisation and :func:`ctdnn.train`
+    #: checks all of its data once at entry; evaluation calls (``model.eval()``) are checked.
+    #: ``"always"``: on every call (models whose forward synchronises anyway).
+    _finite_input_check = "eval"
+    #: Whether a batch of zero samples is allowed (it is for the stepped networks, which
+    #: return an empty result; an adaptive ODE solve cannot start from one).
+    _empty_input_ok = True
 
     def _check_input(self, x) -> None:
         if not isinstance(x, torch.Tensor):
@@ -57,6 +67,16 @@ class SurrogateNet(nn.Module):
                             f"got {type(x).__name__}")
         if x.ndim != 2 or x.shape[1] != self.n_in:
             raise ValueError(f"x must have shape (batch, n_in={self.n_in}), got {tuple(x.shape)}")
+        if x.shape[0] == 0 and not self._empty_input_ok:
+            raise ValueError(f"x is empty (shape {tuple(x.shape)}): {type(self).__name__} needs "
+                             "at least one sample")
+        if self._finite_input_check == "always" or not self.training:
+            finite = torch.isfinite(x).all(dim=1)
+            if not bool(finite.all()):
+                rows = torch.nonzero(~finite).flatten()
+                more = "..." if rows.numel() > 5 else ""
+                raise ValueError(f"x contains NaN or inf (rows {rows[:5].tolist()}{more}); clean "
+                                 "or drop those samples")
 
     def flow(self, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -67,7 +87,12 @@ class SurrogateNet(nn.Module):
         return self.flow(torch.tanh(self.opening(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predictions ``(batch, n_out)`` for ``x: (batch, n_in)``."""
+        """Predictions ``(batch, n_out)`` for ``x: (batch, n_in)``.
+
+        Raises:
+            ValueError: wrong shape; NaN or inf in ``x`` (checked in evaluation mode, and
+                always for ODE models); an empty batch for ODE models.
+        """
         return self.closing(self.features(x))
 
     def time_parameters(self):
@@ -93,14 +118,37 @@ class SurrogateNet(nn.Module):
         """Number of trainable coefficients of the time-varying weights."""
         return sum(p.numel() for p in self.time_parameters())
 
+    def weights_at(self, t) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Values ``K(t)``, ``b(t)`` of the time-varying weights at times ``t``.
 
-class _SteppedNet(SurrogateNet):
-    """Shared set-up of the discretize-then-optimize networks."""
+        One matmul of the basis at ``t`` with the stacked coefficients (the function
+        ``ctdnn.weights_at`` documents the details); differentiable in the coefficients.
+
+        Args:
+            t: times in ``[0, T]`` on the model's own time axis; a number or a tensor or
+                array of shape ``(...)``.
+
+        Returns:
+            One ``(K, b)`` pair per time-varying layer, in the order they act:
+            ``K: (..., out, in)``, ``b: (..., out)``; for ResNet, HamiltonianNet and a
+            NeuralODE without hidden layer one pair with ``out = in = width``, for a
+            NeuralODE with ``hidden=m`` the pairs ``(m, width)`` and ``(width, m)``.
+
+        Raises:
+            ValueError: a time outside ``[0, T]`` or not finite.
+        """
+        return weights_at(self, t)
+
+
+class SteppedNet(SurrogateNet):
+    """Shared set-up of the discretize-then-optimize networks (:class:`ResNet`,
+    :class:`HamiltonianNet`): ``n_steps`` steps of size ``h = T / n_steps`` with one
+    :class:`~ctdnn.weights.TimeVaryingLinear` layer evaluated at the step times."""
 
     def __init__(self, n_in, n_out, *, width=15, n_steps=12, T=1.0, basis="legendre", degree=3,
                  weight_times="consistent", normalized=False):
         super().__init__(n_in, n_out, width, T)
-        self.n_steps = _check_positive_int("n_steps", n_steps, minimum=1)
+        self.n_steps = check_int("n_steps", n_steps, minimum=1)
         if weight_times not in WEIGHT_TIMES:
             raise ValueError(f"weight_times must be one of {WEIGHT_TIMES}, got {weight_times!r}")
         self.weight_times = weight_times
@@ -138,7 +186,7 @@ class _SteppedNet(SurrogateNet):
                 f"weight_times={self.weight_times!r}")
 
 
-class ResNet(_SteppedNet):
+class ResNet(SteppedNet):
     """Residual network as the forward-Euler discretisation of a continuous model.
 
     Args:
@@ -164,7 +212,7 @@ class ResNet(_SteppedNet):
         return u
 
 
-class HamiltonianNet(_SteppedNet):
+class HamiltonianNet(SteppedNet):
     """Hamiltonian network (Verlet scheme), same signature as :class:`ResNet`.
 
     ``z_{k+1} = z_k - h tanh(K_k^T u_k + b_k)``, ``u_{k+1} = u_k + h tanh(K_k z_{k+1} + b_k)``
@@ -192,3 +240,53 @@ class HamiltonianNet(_SteppedNet):
             u = u - self.h * torch.tanh(torch.addmm(b[k], z, K[k].mT))
             z = z + self.h * torch.tanh(torch.addmm(b[k], u, K[k]))
         return u, z
+
+
+def weights_at(model, t) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Values of a model's time-varying weights ``theta(t) = sum_j c_j p_j(t)`` at times ``t``.
+
+    Every layer's ``K(t)`` and ``b(t)`` at every time come from one matmul: the basis
+    matrix at ``t`` times all layers' coefficients stacked side by side
+    (:func:`~ctdnn.weights.stack_coefficients`). The basis is evaluated in float64 at the
+    time the model's flow uses: ``t`` itself for ResNet and HamiltonianNet (whose steps use
+    ``t_k``) and ``t / T`` for ODE models with ``time_scaling="rescaled"``.
+    The result is differentiable in the coefficients (wrap the call in ``torch.no_grad()``
+    for plain values).
+
+    Args:
+        model: a :class:`~ctdnn.SurrogateNet` (:class:`~ctdnn.ResNet`,
+            :class:`~ctdnn.HamiltonianNet`, :class:`~ctdnn.NeuralODE`) or a
+            :class:`~ctdnn.TrajectoryODE`.
+        t: times in ``[0, model.T]`` (the model's own time axis, as its flow or solver
+            sees it), a number or a tensor or array of any shape ``(...)``.
+
+    Returns:
+        One ``(K, b)`` pair per time-varying layer, in the order the layers act on the
+        state: ``K: (..., out, in)``, ``b: (..., out)`` in the model's dtype and on its
+        device. ResNet, HamiltonianNet and a NeuralODE with ``hidden=None``: one pair with
+        ``out = in = width``; a NeuralODE with ``hidden=m``: ``(m, width)`` then
+        ``(width, m)``; a TrajectoryODE: ``(hidden, dim)`` then ``(dim, hidden)``.
+
+    Raises:
+        ValueError: a time outside ``[0, T]`` or not finite.
+    """
+    layers = [m for m in model.time_varying.modules() if isinstance(m, TimeVaryingLinear)]
+    coeffs = layers[0].theta.coefficients
+    times = torch.as_tensor(t, dtype=torch.float64).detach().cpu()
+    T = float(model.T)
+    # the basis is defined on [0, T]; a rounding-level overshoot of an end point is allowed
+    slack = 1e-12 * T
+    if times.numel() and not (bool(torch.isfinite(times).all())
+                              and float(times.min()) >= -slack
+                              and float(times.max()) <= T + slack):
+        raise ValueError(f"t must lie in [0, T] = [0, {T:g}], got values from "
+                         f"{float(times.min()):g} to {float(times.max()):g}")
+    scale = float(getattr(getattr(model, "dynamics", None), "time_scale", 1.0))
+    B = model.basis(scale * times).to(dtype=coeffs.dtype, device=coeffs.device)
+    flat = B.reshape(-1, B.shape[-1]) @ stack_coefficients(layers)
+    out = []
+    # each block holds one layer's [K(t) | b(t)], out x (in + 1), row-major
+    for block, layer in zip(flat.split(stacked_sizes(layers), dim=1), layers):
+        W = block.reshape(*times.shape, layer.n_out, layer.n_in + 1)
+        out.append((W[..., : layer.n_in], W[..., layer.n_in]))
+    return out

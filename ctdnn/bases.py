@@ -78,6 +78,31 @@ class Basis:
     def _evaluate(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def row(self, t: float) -> list[float]:
+        """The ``n_functions`` values at one time given as a Python float.
+
+        The same operations in the same order as the tensor evaluation, in double
+        precision, so the result equals ``self(torch.tensor(t, dtype=torch.float64))``
+        bit for bit.
+        """
+        raise NotImplementedError
+
+    def row_derivative(self, t: float) -> list[float]:
+        """The ``n_functions`` derivatives ``p_j'(t)`` at one time given as a Python float."""
+        raise NotImplementedError
+
+    def scalar_row(self, t: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The basis at ``scale * t`` for a 0-d CPU tensor ``t``: ``(1, n_functions)``.
+
+        Equal to ``self(scale * t).reshape(1, -1)`` (bit for bit in float64) and
+        differentiable in ``t``, but computed from Python floats (:meth:`row`, and
+        :meth:`row_derivative` for the gradient): a neural ODE's right-hand side calls it
+        on every evaluation, where the tensor recurrence would cost a dozen small tensor
+        operations and as many autograd nodes. Reading ``t`` synchronises with its device,
+        so callers use it for CPU tensors only.
+        """
+        return _ScalarRow.apply(t, self, float(scale))
+
     # -- linear algebra used by the conditioning study ----------------------------------
     def collocation_matrix(self, times, dtype=torch.float64) -> torch.Tensor:
         """Collocation matrix ``A[i, j] = p_j(t_i)``.
@@ -135,6 +160,16 @@ class MonomialBasis(Basis):
             cols.append(cols[-1] * t)
         return torch.stack(cols, dim=-1)
 
+    def row(self, t: float) -> list[float]:
+        values = [1.0]
+        for _ in range(1, self.n_functions):
+            values.append(values[-1] * t)
+        return values
+
+    def row_derivative(self, t: float) -> list[float]:
+        values = self.row(t)
+        return [0.0] + [j * values[j - 1] for j in range(1, self.n_functions)]
+
     def gram_matrix(self, dtype=torch.float64):
         j = torch.arange(self.n_functions, dtype=dtype)
         power = j[:, None] + j[None, :] + 1
@@ -178,6 +213,27 @@ class LegendreBasis(Basis):
             values = values * self._scales(values.dtype, values.device)
         return values
 
+    def row(self, t: float) -> list[float]:
+        s = 2.0 * t / self.T - 1.0
+        values = [1.0, s][: self.n_functions]
+        for j in range(1, self.n_functions - 1):
+            values.append(((2 * j + 1) * s * values[j] - j * values[j - 1]) / (j + 1))
+        if self.normalized:
+            values = [v * math.sqrt((2 * j + 1) / self.T) for j, v in enumerate(values)]
+        return values
+
+    def row_derivative(self, t: float) -> list[float]:
+        # P'_{j+1} = ((2j+1)(P_j + s P'_j) - j P'_{j-1}) / (j+1), times ds/dt = 2/T.
+        s = 2.0 * t / self.T - 1.0
+        values = [1.0, s][: self.n_functions]
+        slopes = [0.0, 1.0][: self.n_functions]
+        for j in range(1, self.n_functions - 1):
+            values.append(((2 * j + 1) * s * values[j] - j * values[j - 1]) / (j + 1))
+            slopes.append(((2 * j + 1) * (values[j] + s * slopes[j]) - j * slopes[j - 1]) / (j + 1))
+        factor = 2.0 / self.T
+        return [factor * d * (math.sqrt((2 * j + 1) / self.T) if self.normalized else 1.0)
+                for j, d in enumerate(slopes)]
+
     def gram_matrix(self, dtype=torch.float64):
         if self.normalized:
             return torch.eye(self.n_functions, dtype=dtype)
@@ -214,11 +270,38 @@ class PiecewiseConstantBasis(Basis):
         # Zero derivative in t, but keep t in the graph so callers may differentiate.
         return onehot + 0.0 * t.unsqueeze(-1)
 
+    def row(self, t: float) -> list[float]:
+        x = t / (self.T / self.n_steps)
+        # clamp(floor(x), 0, n - 1) as the tensor path; a NaN time takes the first interval
+        index = 0 if not x >= 0 else (self.n_steps - 1 if x >= self.n_steps else int(x))
+        values = [0.0] * self.n_steps
+        values[index] = 1.0
+        return values
+
+    def row_derivative(self, t: float) -> list[float]:
+        return [0.0] * self.n_steps
+
     def gram_matrix(self, dtype=torch.float64):
         return torch.eye(self.n_steps, dtype=dtype) * (self.T / self.n_steps)
 
     def constant_coefficients(self, dtype=torch.float64):
         return torch.ones(self.n_steps, dtype=dtype)
+
+
+class _ScalarRow(torch.autograd.Function):
+    """``basis(scale * t)`` for a 0-d tensor ``t`` from Python floats, with its derivative."""
+
+    @staticmethod
+    def forward(ctx, t, basis, scale):
+        x = scale * t.item()
+        if ctx.needs_input_grad[0]:
+            ctx.slopes = [scale * d for d in basis.row_derivative(x)]
+        return torch.tensor([basis.row(x)], dtype=t.dtype, device=t.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        slopes = torch.tensor(ctx.slopes, dtype=grad.dtype, device=grad.device)
+        return torch.dot(grad.reshape(-1), slopes), None, None
 
 
 def make_basis(kind: str, degree: int | None = None, T: float = 1.0, n_steps: int | None = None,
@@ -237,7 +320,8 @@ def make_basis(kind: str, degree: int | None = None, T: float = 1.0, n_steps: in
         A :class:`Basis`; ``basis(t)`` maps times of shape ``(...)`` to ``(..., n_functions)``.
 
     Raises:
-        ValueError / TypeError naming the offending argument.
+        ValueError: a bad value (unknown basis, degree, time span...), naming the argument.
+        TypeError: an argument of the wrong type, naming it.
     """
     if not isinstance(kind, str) or kind.lower() not in BASIS_KINDS:
         raise ValueError(f"unknown basis {kind!r}; choose one of {', '.join(map(repr, BASIS_KINDS))}")

@@ -11,21 +11,27 @@ zero gradients and stay zero under Adam/RMSprop/SGD) and final time ``T``. Each 
 its own optimiser state (the optimisers are elementwise, so one optimiser over the stacked
 tensors equals ``K`` separate ones), its own history and its own best-on-validation state;
 a member whose loss becomes non-finite is frozen at its last good epoch while the others go
-on.
+on. The bookkeeping (last good state, best states, progress, verified checkpoints and
+resume) comes from :mod:`ctdnn.engine`, shared with :func:`ctdnn.train`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import time
+import numbers
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .architectures import HamiltonianNet, ResNet, _SteppedNet
-from .training import (TrainingError, TrainResult, _new_history, as_splits, make_optimizer,
-                       relative_error, resolve_device, ridge_warm_start)
+from .architectures import HamiltonianNet, SteppedNet
+from .engine import (BestState, Checkpoint, Clock, Progress, Snapshot, cpu_state,
+                     fingerprint_value, model_fingerprint, tensor_digest)
+from .status import Status
+from .training import (TrainingError, TrainResult, check_minibatch_settings, check_seed,
+                       make_optimizer, new_history, prepare_splits, resolve_device,
+                       ridge_warm_start)
 
 __all__ = ["StackedNet", "train_ensemble"]
 
@@ -46,7 +52,7 @@ class StackedNet(nn.Module):
         if not models:
             raise TrainingError("models is empty: give at least one network")
         first = models[0]
-        if not isinstance(first, _SteppedNet):
+        if not isinstance(first, SteppedNet):
             raise TrainingError("ensembles take ResNet or HamiltonianNet models, got "
                                 f"{type(first).__name__}")
         for i, m in enumerate(models):
@@ -148,7 +154,9 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
                    optimizer: str = "adam", device="auto", seeds=0, alpha_theta: float = 0.0,
                    alpha_W: float = 0.0, warm_start: bool = False,
                    warm_start_alpha: float = 1e-6, progress: bool = True,
-                   name: str | None = None) -> list[TrainResult]:
+                   checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1,
+                   resume: bool = False, name: str | None = None,
+                   max_epochs: int | None = None) -> list[TrainResult]:
     """Train ``K`` networks together; the same results as ``K`` calls of :func:`ctdnn.train`.
 
     Args:
@@ -158,56 +166,109 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
         data: as for :func:`ctdnn.train` (shared by all members).
         seeds: one seed per member (list) or an int used for every member; seed ``k`` drives
             member ``k``'s minibatch order exactly as ``train(..., seed=seeds[k])`` does.
-        epochs, batch_size, lr, optimizer, device, alpha_theta, alpha_W, warm_start,
-        warm_start_alpha, progress, name: as for :func:`ctdnn.train`.
+        checkpoint, checkpoint_every, resume, max_epochs: as for :func:`ctdnn.train`: one
+            verified checkpoint of the whole ensemble (every member's state, optimizer
+            state, minibatch generator, history, best state and status), written every
+            ``checkpoint_every`` epochs, at the end of a call and on interruption, and
+            continued bit-identically with ``resume=True``; refused unless written for the
+            same member configurations, data and settings.
+        epochs, batch_size, lr, optimizer, device: as for :func:`ctdnn.train`.
+        alpha_theta, alpha_W, warm_start, warm_start_alpha: as for :func:`ctdnn.train`.
+        progress, name: as for :func:`ctdnn.train`.
 
     Returns:
-        One :class:`TrainResult` per member (history ``nfe`` is 0: stepped networks).
+        One :class:`TrainResult` per member (history ``nfe`` is 0: stepped networks). A
+        member whose loss or best-on-validation error becomes non-finite gets status
+        ``"diverged"`` and is frozen at its last good epoch; members still training when
+        ``max_epochs`` stops the call get ``"partial"``.
+
+    Raises:
+        TrainingError: invalid arguments or data (as for :func:`ctdnn.train`, including
+            all-zero target rows), or a checkpoint that is corrupt or from another run.
     """
     models = list(models)
-    for arg, val in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise TrainingError(f"{arg} must be a positive integer, got {val!r}")
-    if isinstance(seeds, int):
+    check_minibatch_settings(epochs=epochs, batch_size=batch_size,
+                             checkpoint_every=checkpoint_every, max_epochs=max_epochs,
+                             alpha_theta=alpha_theta, alpha_W=alpha_W)
+    if isinstance(seeds, numbers.Integral):
         seeds = [seeds] * len(models)
-    seeds = list(seeds)
+    seeds = [check_seed(s, f"seeds[{k}]") for k, s in enumerate(seeds)]
     if len(seeds) != len(models):
         raise TrainingError(f"seeds has {len(seeds)} entries for {len(models)} models")
     if not models:
         raise TrainingError("models is empty: give at least one network")
     label = name or f"ensemble of {len(models)}"
     dev = resolve_device(device)
-    dtype = next(models[0].parameters()).dtype
-    xt, yt, xv, yv = as_splits(data, models[0].n_in, models[0].n_out)
-    xt, yt = xt.to(dev, dtype), yt.to(dev, dtype)
-    if xv is not None:
-        xv, yv = xv.to(dev, dtype), yv.to(dev, dtype)
+    xt, yt, xv, yv = prepare_splits(data, models[0], dev)
+    ckpt = None
+    if checkpoint is not None:
+        fingerprint = {
+            "models": {str(k): model_fingerprint(m) for k, m in enumerate(models)},
+            "data": {"train": tensor_digest(xt, yt), "val": tensor_digest(xv, yv)},
+            "training": {"epochs": epochs, "batch_size": batch_size,
+                         "lr": fingerprint_value(lr), "optimizer": optimizer, "seeds": seeds,
+                         "alpha_theta": fingerprint_value(alpha_theta),
+                         "alpha_W": fingerprint_value(alpha_W), "warm_start": bool(warm_start),
+                         "warm_start_alpha": fingerprint_value(warm_start_alpha) if warm_start else None},
+        }
+        ckpt = Checkpoint(Path(checkpoint), "ensemble", fingerprint, checkpoint_every)
+    saved = ckpt.load() if ckpt is not None and resume else None
     for m in models:
         m.to(dev)
-        if warm_start:
+        if warm_start and saved is None:
             ridge_warm_start(m, xt, yt, warm_start_alpha)
     net = StackedNet(models).to(dev)
     K = net.K
     opt = make_optimizer(optimizer, net.parameters(), lr)
     gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    histories = [_new_history() for _ in range(K)]
-    best = [{"epoch": 0, "val": math.inf, "state": None} for _ in range(K)]
-    active = torch.ones(K, dtype=torch.bool)
-    status = ["completed"] * K
+    histories = [new_history() for _ in range(K)]
+    best = [BestState() for _ in range(K)]
+    active = [True] * K
+    status = [Status.COMPLETED] * K
     messages = [""] * K
     done = [0] * K
-    n = xt.shape[0]
-    last_good = copy.deepcopy(net.state_dict())
     frozen = {}  # member -> {parameter name: its slice at the last good epoch}
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=epochs, desc=label, leave=False)
+    start = 0
+    if saved is not None:
+        with ckpt.reading():
+            net.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            for g, state in zip(gens, saved["generators"], strict=True):
+                g.set_state(state)
+            histories, start = saved["histories"], int(saved["epoch"])
+            best = [BestState(*b) for b in saved["best"]]
+            active, done, messages = saved["active"], saved["done"], saved["messages"]
+            status = [Status(v) for v in saved["status"]]
+            frozen = {int(k): {p: v.to(dev) for p, v in d.items()}
+                      for k, d in saved["frozen"].items()}
+            if not len(histories) == len(best) == len(active) == len(status) == K:
+                raise ValueError(f"the checkpoint holds another number of members than {K}")
+    n = xt.shape[0]
+    stop = epochs if max_epochs is None else min(epochs, start + max_epochs)
+    # The stacked state after the last epoch: an interruption restores it, and a member
+    # that fails is frozen at its slice of it while the others go on.
+    last_good = Snapshot(net, opt, gens, {str(k): h for k, h in enumerate(histories)})
+    completed = start
+
+    def save():
+        if ckpt is None:
+            return
+        ckpt.save({"model": cpu_state(last_good.model_state),
+                   "optimizer": last_good.optimizer_state, "generators": last_good.generator_state,
+                   "histories": histories, "epoch": completed,
+                   "best": [(b.step, b.score, b.state) for b in best], "active": active,
+                   "status": [str(v) for v in status], "messages": messages, "done": done,
+                   "frozen": {str(k): cpu_state(d) for k, d in frozen.items()}})
+
+    walls = [h["wall_time"][-1] for h in histories if h["wall_time"]]
+    clock = Clock(max(walls, default=0.0))
+    bar = Progress(progress, epochs, start, label)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(start + 1, stop + 1):
+            if not any(active):
+                break
             perm = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)
-            mask = active.to(dev)
+            mask = torch.tensor(active, device=dev)
             loss_sum = torch.zeros(K, dtype=torch.float64, device=dev)
             for i in range(0, n, batch_size):
                 idx = perm[:, i:i + batch_size]          # (K, b)
@@ -224,45 +285,56 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
             mean_loss = (loss_sum / n).tolist()  # one host sync per epoch
             train_err = _evaluate(net, xt, yt).tolist()
             val_err = _evaluate(net, xv, yv).tolist() if xv is not None else [math.nan] * K
-            elapsed = time.perf_counter() - t0
-            newly_bad = [k for k in range(K) if active[k] and not math.isfinite(mean_loss[k])]
+            elapsed = clock()
+            scores = val_err if xv is not None else train_err
+            # A non-finite error would leave the best-on-validation choice stuck on an
+            # earlier epoch without notice, so it stops the member like a non-finite loss.
+            newly_bad = [k for k in range(K) if active[k] and not (
+                math.isfinite(mean_loss[k]) and math.isfinite(scores[k]))]
             for k in range(K):
                 if not active[k] or k in newly_bad:
                     continue
-                h = histories[k]
-                h["epoch"].append(epoch)
-                h["loss"].append(mean_loss[k])
-                h["train_rel_err"].append(train_err[k])
-                h["val_rel_err"].append(val_err[k])
-                h["nfe"].append(0)
-                h["wall_time"].append(elapsed)
+                for key, value in (("epoch", epoch), ("loss", mean_loss[k]),
+                                   ("train_rel_err", train_err[k]), ("val_rel_err", val_err[k]),
+                                   ("nfe", 0), ("nfe_forward", 0), ("nfe_backward", 0),
+                                   ("wall_time", elapsed)):
+                    histories[k][key].append(value)
                 done[k] = epoch
-                score = val_err[k] if xv is not None else train_err[k]
-                if score < best[k]["val"] or best[k]["state"] is None:
-                    best[k] = {"epoch": epoch, "val": score, "state": net.member_state(k)}
+                best[k].offer(epoch, scores[k], lambda k=k: net.member_state(k))
             for k in newly_bad:
                 active[k] = False
-                status[k] = "diverged"
-                messages[k] = (f"{label}[{k}]: non-finite training loss in epoch {epoch}; "
+                status[k] = Status.DIVERGED
+                what = ("training loss" if not math.isfinite(mean_loss[k]) else
+                        "validation relative error" if xv is not None else
+                        "training relative error")
+                messages[k] = (f"{label}[{k}]: non-finite {what} in epoch {epoch}; "
                                f"frozen at the state after epoch {epoch - 1}")
-                frozen[k] = {pname: last_good[pname][k].clone()
+                frozen[k] = {pname: last_good.model_state[pname][k].clone()
                              for pname, _ in net.named_parameters()}
             if newly_bad:
                 _restore(net, frozen)
-            last_good = copy.deepcopy(net.state_dict())
-            if bar is not None:
-                bar.update(1)
-            if not bool(active.any()):
-                break
+            last_good.take()
+            completed = epoch
+            if epoch % checkpoint_every == 0 or epoch == stop or not any(active):
+                save()
+            bar.update()
+    except KeyboardInterrupt:
+        # Keep the last completed epoch; the partial one is discarded.
+        last_good.restore()
+        save()
+        raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     results = []
     for k, m in enumerate(models):
-        state = best[k]["state"] if best[k]["state"] is not None else net.member_state(k)
+        if status[k] == Status.COMPLETED and done[k] < epochs:
+            status[k] = Status.PARTIAL
+            messages[k] = (f"{label}[{k}]: stopped after epoch {done[k]} of {epochs} "
+                           "(max_epochs)")
+        state = best[k].state if best[k].state is not None else net.member_state(k)
         m.load_state_dict({**m.state_dict(), **{key: v.to(dev) for key, v in state.items()}})
         results.append(TrainResult(history=histories[k], status=status[k],
-                                   best_epoch=best[k]["epoch"], best_val_rel_err=best[k]["val"],
+                                   best_epoch=best[k].step, best_val_rel_err=best[k].score,
                                    best_state={kk: v.cpu() for kk, v in m.state_dict().items()},
                                    epochs_completed=done[k], message=messages[k]))
     return results

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
-from .architectures import SurrogateNet, resolve_basis
+from .architectures import SurrogateNet, resolve_basis, weights_at
 from .bases import _check_horizon, _check_positive_int
-from .solvers import Dynamics, SolverStats, solve
-from .weights import TimeVaryingLinear
+from .solvers import Dynamics, SolverStats, check_solver_options, solve
+from .weights import TimeVaryingLinear, stack_coefficients, stacked_sizes
 
 __all__ = ["TimeVaryingMLP", "NeuralODE", "TrajectoryODE", "TIME_SCALINGS"]
 
@@ -26,6 +28,11 @@ class TimeVaryingMLP(Dynamics):
     The basis is evaluated at ``s = time_scale * (t + offset)``: ``offset`` (``(batch,)``,
     optional) lets every sample of a batch start at its own absolute time while sharing
     one adaptive solve.
+
+    One evaluation costs one basis row, one matmul of that row with all layers'
+    coefficients stacked side by side (:func:`~ctdnn.weights.stack_coefficients`), and one
+    ``addmm`` per layer. Inside :meth:`fixed_coefficients` (the models wrap their forward
+    solves in it) the stacking happens once per solve instead of once per evaluation.
     """
 
     def __init__(self, basis, width: int, hidden: int | None = None, *, time_scale: float = 1.0,
@@ -43,18 +50,53 @@ class TimeVaryingMLP(Dynamics):
             self.layers = nn.ModuleList([TimeVaryingLinear(basis, width, hidden),
                                          TimeVaryingLinear(basis, hidden, width)])
         self.offset = None
+        self._sizes = stacked_sizes(self.layers)
+        self._stacked = None
+
+    @contextlib.contextmanager
+    def fixed_coefficients(self):
+        """Stack the coefficients once for the evaluations inside the block.
+
+        For a solve in which the parameters do not change: the stacked tensor is built in
+        the caller's grad mode, so gradients still flow to every layer's coefficients, and
+        it is dropped on leaving the block. Evaluations outside any block (the adjoint
+        method's backward solve, direct calls) stack on every call.
+        """
+        previous = self._stacked
+        self._stacked = stack_coefficients(self.layers)
+        try:
+            yield
+        finally:
+            self._stacked = previous
 
     def rhs(self, t, u):
         v = u ** 3 if self.transform == "cube" else u
-        s = self.time_scale * (t if self.offset is None else t + self.offset)
-        B = self.basis(s)  # (n_functions,) or (batch, n_functions)
-        per_sample = B.ndim == 2
-        for i, layer in enumerate(self.layers):
-            K, b = layer.weights(B)
-            if per_sample:
-                v = torch.baddbmm(b.unsqueeze(-1), K, v.unsqueeze(-1)).squeeze(-1)
+        S = self._stacked if self._stacked is not None else stack_coefficients(self.layers)
+        if self.offset is None:
+            if not isinstance(t, torch.Tensor):
+                t = torch.tensor(t, dtype=S.dtype, device=S.device)
+            if t.device.type == "cpu":
+                # The basis row from Python floats: one small autograd node where the
+                # tensor recurrence takes a dozen (the solver's times carry gradients).
+                B = self.basis.scalar_row(t, self.time_scale)
             else:
-                v = torch.addmm(b, v, K.mT)
+                # On an accelerator the tensor recurrence avoids a host sync per call.
+                B = self.basis(self.time_scale * t).reshape(1, -1)
+            blocks = torch.mm(B, S).view(-1).split(self._sizes)
+            for i, (layer, block) in enumerate(zip(self.layers, blocks)):
+                # [K | b] as TimeVaryingLinear.weights lays it out, so that the products
+                # round exactly as there.
+                K, b = block.view(layer.n_out, layer.n_in + 1).split((layer.n_in, 1), dim=1)
+                v = torch.addmm(b.view(-1), v, K.mT)
+                if i == 0:
+                    v = torch.tanh(v)
+            return v
+        B = self.basis(self.time_scale * (t + self.offset))  # (batch, n_functions)
+        blocks = torch.mm(B, S).split(self._sizes, dim=1)
+        for i, (layer, block) in enumerate(zip(self.layers, blocks)):
+            W = block.view(-1, layer.n_out, layer.n_in + 1)
+            v = torch.baddbmm(W[..., layer.n_in].unsqueeze(-1), W[..., : layer.n_in],
+                              v.unsqueeze(-1)).squeeze(-1)
             if i == 0:
                 v = torch.tanh(v)
         return v
@@ -67,12 +109,12 @@ class _SolverOptions:
     """Validation shared by the ODE models."""
 
     @staticmethod
-    def check(method, rtol, atol, time_scaling):
+    def check(method, rtol, atol, time_scaling, step_size, max_num_steps, adjoint_norm):
+        """At construction, so that a bad setting fails before the first forward pass."""
         if time_scaling not in TIME_SCALINGS:
             raise ValueError(f"time_scaling must be one of {TIME_SCALINGS}, got {time_scaling!r}")
-        for name, tol in (("rtol", rtol), ("atol", atol)):
-            if not (isinstance(tol, (int, float)) and tol > 0):
-                raise ValueError(f"{name} must be a positive number, got {tol!r}")
+        check_solver_options(method, rtol, atol, step_size=step_size,
+                             max_num_steps=max_num_steps, adjoint_norm=adjoint_norm)
 
 
 def _basis_interval(T: float, time_scaling: str):
@@ -111,7 +153,13 @@ class NeuralODE(SurrogateNet):
     After each forward pass, :attr:`stats` holds that solve's :class:`SolverStats` (its
     backward counters fill in during ``backward()``) and :attr:`total_stats` the cumulative
     counts since :meth:`reset_stats`.
+
+    An input with NaN or inf, or an empty batch, raises ``ValueError`` naming ``x`` (checked
+    on every call: the adaptive solve synchronises with the host at every step anyway).
     """
+
+    _finite_input_check = "always"
+    _empty_input_ok = False
 
     def __init__(self, n_in, n_out, *, width=15, hidden=None, T=1.0, basis="legendre", degree=3,
                  method="dopri5", rtol=1e-7, atol=1e-9, adjoint=True, time_scaling="rescaled",
@@ -119,7 +167,8 @@ class NeuralODE(SurrogateNet):
                  adjoint_norm="default"):
         super().__init__(n_in, n_out, width, T)
         self.adjoint_norm = adjoint_norm
-        _SolverOptions.check(method, rtol, atol, time_scaling)
+        _SolverOptions.check(method, rtol, atol, time_scaling, step_size, max_num_steps,
+                             adjoint_norm)
         if hidden is not None:
             hidden = _check_positive_int("hidden", hidden, minimum=1)
         interval, scale = _basis_interval(self.T, time_scaling)
@@ -131,10 +180,11 @@ class NeuralODE(SurrogateNet):
 
     def flow(self, u):
         t = torch.tensor([0.0, self.T], dtype=u.dtype, device=u.device)
-        sol, _ = solve(self.dynamics, u, t, method=self.method, rtol=self.rtol, atol=self.atol,
-                       adjoint=self.adjoint, step_size=self.step_size,
-                       max_num_steps=self.max_num_steps, adjoint_norm=self.adjoint_norm,
-                       adjoint_params=tuple(self.dynamics.parameters()))
+        with self.dynamics.fixed_coefficients():
+            sol, _ = solve(self.dynamics, u, t, method=self.method, rtol=self.rtol,
+                           atol=self.atol, adjoint=self.adjoint, step_size=self.step_size,
+                           max_num_steps=self.max_num_steps, adjoint_norm=self.adjoint_norm,
+                           adjoint_params=tuple(self.dynamics.parameters()))
         return sol[-1]
 
     @property
@@ -163,8 +213,10 @@ class TrajectoryODE(nn.Module):
         dim: state size.
         hidden: hidden units (paper: 50).
         T: length of the absolute time span the basis must cover (paper: 25).
-        basis, degree, method, rtol, atol, adjoint, time_scaling, n_steps, step_size,
-        max_num_steps, normalized: as for :class:`NeuralODE`.
+
+    The other arguments (``basis``, ``degree``, ``method``, ``rtol``, ``atol``, ``adjoint``,
+    ``time_scaling``, ``n_steps``, ``step_size``, ``max_num_steps``, ``normalized``) are as
+    for :class:`NeuralODE`.
     """
 
     def __init__(self, dim=2, *, hidden=50, T=25.0, basis="legendre", degree=3, transform="cube",
@@ -175,7 +227,8 @@ class TrajectoryODE(nn.Module):
         self.adjoint_norm = adjoint_norm
         self.dim = _check_positive_int("dim", dim, minimum=1)
         self.T = _check_horizon(T)
-        _SolverOptions.check(method, rtol, atol, time_scaling)
+        _SolverOptions.check(method, rtol, atol, time_scaling, step_size, max_num_steps,
+                             adjoint_norm)
         interval, scale = _basis_interval(self.T, time_scaling)
         self.basis = resolve_basis(basis, degree, interval, n_steps=n_steps, normalized=normalized)
         self.dynamics = TimeVaryingMLP(self.basis, self.dim, hidden, time_scale=scale,
@@ -195,15 +248,22 @@ class TrajectoryODE(nn.Module):
         """
         if y0.ndim != 2 or y0.shape[1] != self.dim:
             raise ValueError(f"y0 must have shape (batch, dim={self.dim}), got {tuple(y0.shape)}")
+        if y0.shape[0] == 0:
+            raise ValueError("y0 is empty (a batch of 0 samples); give at least one start state")
+        # One host sync per solve; the adaptive solver syncs at every step anyway.
+        if not bool(torch.isfinite(y0).all()):
+            raise ValueError("y0 contains NaN or inf; give finite start states")
         if offsets is not None and offsets.shape != (y0.shape[0],):
             raise ValueError(f"offsets must have shape (batch,) = ({y0.shape[0]},), "
                              f"got {tuple(offsets.shape)}")
         self.dynamics.offset = offsets
         try:
-            sol, _ = solve(self.dynamics, y0, t, method=self.method, rtol=self.rtol, atol=self.atol,
-                           adjoint=self.adjoint, step_size=self.step_size,
-                           max_num_steps=self.max_num_steps, adjoint_norm=self.adjoint_norm,
-                           adjoint_params=tuple(self.dynamics.parameters()))
+            with self.dynamics.fixed_coefficients():
+                sol, _ = solve(self.dynamics, y0, t, method=self.method, rtol=self.rtol,
+                               atol=self.atol, adjoint=self.adjoint, step_size=self.step_size,
+                               max_num_steps=self.max_num_steps,
+                               adjoint_norm=self.adjoint_norm,
+                               adjoint_params=tuple(self.dynamics.parameters()))
         finally:
             if not self.adjoint:
                 self.dynamics.offset = None
@@ -220,6 +280,13 @@ class TrajectoryODE(nn.Module):
     @property
     def n_time_parameters(self) -> int:
         return sum(p.numel() for p in self.time_parameters())
+
+    def weights_at(self, t) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The dynamics' weights at absolute times ``t`` in ``[0, T]``: ``[(K1, b1), (K2, b2)]``
+        with ``K1: (..., hidden, dim)``, ``b1: (..., hidden)``, ``K2: (..., dim, hidden)``,
+        ``b2: (..., dim)`` (one matmul; the function ``ctdnn.weights_at`` documents the
+        details)."""
+        return weights_at(self, t)
 
     @property
     def stats(self) -> SolverStats:

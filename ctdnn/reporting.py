@@ -11,16 +11,18 @@ import json
 import math
 import os
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from .checks import resolve_device
+from .storage import write_json
+
 __all__ = ["environment_info", "write_results", "read_results", "claim", "VERDICTS",
            "mean_std"]
 
-VERDICTS = ("reproduced", "partly", "not reproduced")
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
 _PACKAGES = ("ctdnn", "torch", "torchdiffeq", "numpy", "scipy", "discretize", "matplotlib",
              "papermill", "jupyter-book")
 
@@ -33,8 +35,7 @@ def environment_info(device: str | torch.device | None = None) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    dev = torch.device(device) if device not in (None, "auto") else (
-        torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    dev = resolve_device(device)
     info = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -76,41 +77,17 @@ def mean_std(values) -> tuple[float, float]:
     return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor) or type(obj).__module__ == "numpy" and hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_results(path: str | os.PathLike, results: dict) -> Path:
-    """Write ``results`` as JSON atomically (a temp file renamed into place).
+    """Write ``results`` as JSON atomically (:func:`ctdnn.storage.write_json`).
 
     Non-finite floats become ``null``/``"inf"``; tensors and numpy scalars become lists and
-    numbers. Returns the path written.
+    numbers. The file gets the permissions of an ordinary new file (``0o666`` less the
+    umask). Returns the path written.
+
+    Raises:
+        TypeError: ``results`` holds an object with no JSON form; nothing is written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(results), indent=1, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, results, indent=1)
 
 
 def read_results(directory: str | os.PathLike) -> list[dict]:

@@ -3,25 +3,43 @@
 ``python -m ctdnn run --preset quick`` runs every notebook listed for the preset in
 ``notebooks/presets.yml`` into ``book/generated/`` (never over the sources), writes one
 results file per run into ``book/generated/results/`` and builds the Jupyter Book into
-``_build/html``. A run whose notebook, parameters and package sources are unchanged since
-its last successful execution is skipped (``--force`` re-runs it), so an interrupted
-reproduction resumes where it stopped.
+``_build/html``. A run whose notebook, parameters, package sources, installed package versions
+and data provenance (which of the paper's files are present) are unchanged since its last
+successful execution is skipped (``--force`` re-runs it), so an interrupted reproduction
+resumes where it stopped; inside a run, finished units of work are kept, so it resumes unit
+by unit.
+
+Parallel execution: by default a Dask ``LocalCluster`` with one single-threaded worker per core
+is started and its address handed to the notebooks (``CTDNN_SCHEDULER``); they submit their
+independent units (training runs, ensembles) through :func:`ctdnn.parallel.map_units` and only
+wait for them, while the runner executes several notebooks at once in threads. ``--workers 1``
+runs everything in-process, one notebook at a time; ``--scheduler ADDRESS`` uses an existing
+cluster. Results are the same either way.
+
+Every run executes into a staging folder; its executed copy, results file and figures move
+into place only when it succeeds, so a failing run leaves the last good outputs untouched.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
-__all__ = ["load_presets", "plan", "execute", "prepare_workdir", "build_book", "main", "RunnerError"]
+__all__ = ["load_presets", "plan", "execute", "estimate", "prepare_workdir", "build_book", "main",
+           "RunnerError", "run_key"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS_FILE = ROOT / "notebooks" / "presets.yml"
@@ -35,14 +53,16 @@ class RunnerError(RuntimeError):
 def load_presets(path: Path = PRESETS_FILE) -> dict:
     """``{preset: {notebook_stem: [run, ...]}}`` where a run is a dict of parameters.
 
-    A run may carry ``_name`` (suffix of the executed copy's name, e.g. the data set) and
-    ``_always: true`` (never skipped: the pages that summarise the other runs).
+    A run may carry ``_name`` (suffix of the executed copy's name, e.g. the data set),
+    ``_always: true`` (never skipped: the pages that summarise the other runs) and
+    ``_alone: true`` (runs with no other run beside it, e.g. the page that prepares the data).
+    Top-level keys starting with ``_`` are settings, not presets (``_estimate``).
     """
     import yaml
 
     with open(path) as fh:
         presets = yaml.safe_load(fh)
-    if not isinstance(presets, dict) or not presets:
+    if not isinstance(presets, dict) or not any(not str(k).startswith("_") for k in presets):
         raise RunnerError(f"{path} holds no presets")
     return presets
 
@@ -50,8 +70,9 @@ def load_presets(path: Path = PRESETS_FILE) -> dict:
 def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict]:
     """The runs of a preset, in order: ``[{"notebook", "name", "parameters"}, ...]``."""
     presets = load_presets(presets_file)
-    if preset not in presets:
-        raise RunnerError(f"unknown preset {preset!r}; choose one of {', '.join(presets)} "
+    if preset not in presets or str(preset).startswith("_"):
+        names = [k for k in presets if not str(k).startswith("_")]
+        raise RunnerError(f"unknown preset {preset!r}; choose one of {', '.join(names)} "
                           f"(defined in {presets_file.name})")
     runs = []
     wanted = set(only or ())
@@ -62,7 +83,7 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
         if stem == "_benchmarks":
             # The benchmark script; its table appears on the reproducibility page.
             args = [str(a) for a in (entries or [])]
-            runs.append({"notebook": None, "name": "benchmarks", "always": False,
+            runs.append({"notebook": None, "name": "benchmarks", "always": False, "alone": True,
                          "script": ["benchmarks/bench.py", *args], "parameters": {"args": args}})
             continue
         if not (ROOT / "notebooks" / f"{stem}.ipynb").exists():
@@ -72,9 +93,11 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
             entry = dict(entry or {})
             suffix = entry.pop("_name", None)
             always = bool(entry.pop("_always", False))
+            alone = bool(entry.pop("_alone", False)) or always
             name = f"{stem}_{suffix}" if suffix else stem
             params = {"preset": preset, "run_name": name, "output_dir": "results", **entry}
-            runs.append({"notebook": stem, "name": name, "parameters": params, "always": always})
+            runs.append({"notebook": stem, "name": name, "parameters": params, "always": always,
+                         "alone": alone})
     if only:
         runs = [r for r in runs if r["notebook"] in wanted or r["name"] in wanted]
         if not runs:
@@ -90,84 +113,514 @@ def _sources_digest() -> str:
     return h.hexdigest()
 
 
-def _run_key(run: dict, sources: str) -> str:
+def _versions_digest() -> str:
+    """Every installed distribution and its version (a changed pin changes the numbers)."""
+    names = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions()
+                    if d.metadata and d.metadata["Name"]})
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def _data_provenance(datasets=None) -> dict:
+    """Which of the paper's files a run would find now: ``{name: description}``.
+
+    A file is described by where it lies (``CTDNN_DATA_DIR`` or the cache), its size and its
+    modification time; a missing one by the offline setting (a download may bring it). So a
+    reader who obtains the paper's files later gets the pages rebuilt from them.
+    """
+    try:
+        from .data import PAPER_FILES, cache_dir
+    except ImportError:   # the data layer failed to import: the run will say why
+        return {}
+    data_dir = os.environ.get("CTDNN_DATA_DIR", "").strip()
+    offline = os.environ.get("CTDNN_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    out = {}
+    for name, spec in PAPER_FILES.items():
+        if datasets is not None and name not in datasets:
+            continue
+        desc = "absent, offline" if offline else "absent, downloadable"
+        places = [("CTDNN_DATA_DIR", Path(data_dir).expanduser() / spec.filename)] if data_dir else []
+        places.append(("cache", cache_dir() / "paper" / spec.filename))
+        for where, path in places:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            desc = f"{where}:{path}:{st.st_size}:{st.st_mtime_ns}"
+            break
+        out[name] = desc
+    return out
+
+
+def _run_datasets(run: dict):
+    """The data sets a run reads (``None``: possibly all of them)."""
+    ds = run["parameters"].get("dataset")
+    return [ds] if isinstance(ds, str) else None
+
+
+def run_key(run: dict, sources: str | None = None, versions: str | None = None) -> str:
+    """What determines a run's outputs: its notebook or script, parameters, package sources,
+    installed package versions and data provenance (see :func:`_data_provenance`)."""
     h = hashlib.sha256()
     source = ROOT / run["script"][0] if run.get("script") else (
         ROOT / "notebooks" / f"{run['notebook']}.ipynb")
     h.update(source.read_bytes())
     h.update(json.dumps(run["parameters"], sort_keys=True).encode())
-    h.update(sources.encode())
+    h.update((sources or _sources_digest()).encode())
+    h.update((versions or _versions_digest()).encode())
+    h.update(json.dumps(_data_provenance(_run_datasets(run)), sort_keys=True).encode())
     return h.hexdigest()
 
 
+def _load_manifest(path: Path, log) -> dict:
+    """The record of finished runs; a damaged file is set aside and rebuilt, with a warning."""
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or not all(isinstance(v, dict) for v in manifest.values()):
+            raise ValueError("it does not hold one record per run")
+        return manifest
+    except (OSError, ValueError) as exc:   # JSONDecodeError is a ValueError
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        log(f"warning: {path} is damaged ({type(exc).__name__}: {exc}); it was moved to "
+            f"{aside.name} and is rebuilt: every run executes again")
+        return {}
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stage(out: Path, name: str) -> tuple[Path, dict]:
+    """A staging folder for one run, holding a copy of the current results files.
+
+    The summary pages read the other runs' results; the copies let them, while the run's own
+    writes stay in the staging folder until it succeeds. Returns the folder and the digests of
+    the copies (unchanged copies are not moved back). What a failed attempt left there
+    (checkpoints) stays for the next attempt.
+    """
+    stage = out / ".staging" / name
+    results = stage / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    copied = {}
+    for src in (out / "results").glob("*.json"):
+        dest = results / src.name
+        shutil.copy2(src, dest)
+        copied[dest.relative_to(stage).as_posix()] = _digest(dest)
+    return stage, copied
+
+
+def _publish(stage: Path, out: Path, copied: dict) -> None:
+    """Move what a successful run wrote (new or changed files) from ``stage`` into ``out``."""
+    for path in sorted(p for p in (stage / "results").rglob("*") if p.is_file()):
+        rel = path.relative_to(stage).as_posix()
+        if rel in copied and copied[rel] == _digest(path):
+            continue
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _kernel_manager_class(env: dict, log_file: Path | None = None):
+    """A kernel manager that adds ``env`` to the kernel's environment, encrypts its sockets
+    and sends the kernel process's own output to ``log_file``.
+
+    The kernel's channels use the CurveZMQ keys the manager provisions (where the kernelspec
+    supports it, as ipykernel's does), so ipykernel has no reason to warn about plain TCP.
+    What the notebook's code prints reaches the notebook; the process's own messages (e.g.
+    "KeyboardInterrupt caught in kernel" when jupyter_client interrupts a kernel on its way
+    to shut down) go to the log file instead of the terminal.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RunKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**os.environ, **(kw.get("env") or {}), **env}
+            kw.setdefault("transport_encryption", "auto")
+            try:
+                if log_file is None:
+                    return await AsyncKernelManager.start_kernel(self, **kw)
+                with open(log_file, "ab") as fh:   # the kernel keeps its own descriptor
+                    kw.setdefault("stdout", fh)
+                    kw.setdefault("stderr", fh)
+                    return await AsyncKernelManager.start_kernel(self, **kw)
+            finally:
+                with _KERNELS_LOCK:   # forget the kernels that have ended
+                    _KERNELS.difference_update([k for k in _KERNELS if not _alive(k)])
+                    _KERNELS.add(self)
+
+    return RunKernelManager
+
+
+# The kernels this process started. Notebooks run in threads, which a Ctrl-C does not reach:
+# the main thread stops them by ending their kernels (see _stop_kernels).
+_KERNELS: set = set()
+_KERNELS_LOCK = threading.Lock()
+
+
+def _alive(km) -> bool:
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    return process is not None and process.poll() is None
+
+
+def _stop_kernels() -> None:
+    """End every kernel this process started that is still running (on Ctrl-C)."""
+    with _KERNELS_LOCK:
+        managers = [km for km in _KERNELS if _alive(km)]
+        _KERNELS.clear()
+    for km in managers:
+        km.provisioner.process.kill()
+
+
+def _data_summary(results_file: Path) -> str:
+    """One phrase naming where a run's data came from, read from its results file.
+
+    Understands the results' ``data`` as one record, a ``{data set: record}`` mapping or a
+    list of records; a record has ``source`` (``"paper"``, ``"simulated"`` or a phrase),
+    ``name``/``dataset``, ``filename`` and ``found_in``/``reason`` (at top level or in
+    ``extra``).
+    """
+    try:
+        data = json.loads(results_file.read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+    def field(d, key):
+        extra = d.get("extra") if isinstance(d.get("extra"), dict) else {}
+        return d.get(key) if d.get(key) not in (None, "") else extra.get(key)
+
+    def describe(label, d):
+        src = d.get("source")
+        label = str(label or d.get("dataset") or d.get("name") or "")
+        if src == "paper":
+            where = field(d, "found_in")
+            where = {"CTDNN_DATA_DIR": "from CTDNN_DATA_DIR", "cache": "from the cache",
+                     "download": "downloaded"}.get(where, where or "")
+            return f"{label} the paper's {field(d, 'filename') or 'file'}" + (
+                f" ({where})" if where else "")
+        if src == "simulated":
+            why = field(d, "reason") or field(d, "description") or ""
+            reason = re.sub(r"https?://\S+", "its address", str(why))
+            reason = reason.strip().rstrip(".")
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            return f"{label} simulated" + (f" ({reason})" if reason else "")
+        if not src or src in ("none", "analytic") or label == "none":   # no data set used
+            return ""
+        return f"{label} {src}".strip()
+
+    if isinstance(data, list):
+        parts = [describe("", d) for d in data if isinstance(d, dict)]
+    elif isinstance(data, dict) and isinstance(data.get("source"), str):
+        parts = [describe("", data)]
+    elif isinstance(data, dict):
+        parts = [describe(k, v) for k, v in data.items() if isinstance(v, dict) and "source" in v]
+    else:
+        parts = []
+    parts = [p for p in parts if p]
+    return "data: " + "; ".join(parts) if parts else ""
+
+
+class _Display:
+    """One line per active run (its units, or its cells, done so far) under an overall bar,
+    with the permanent lines (started, done, data) printed above them. Without a terminal:
+    the permanent lines, and a progress line per run at most once a minute."""
+
+    HEARTBEAT_S = 60.0
+
+    def __init__(self, n_runs: int, log, bars: bool):
+        self.log, self.active, self.lock = log, {}, threading.Lock()
+        self.n_runs, self.n_done, self.tqdm = n_runs, 0, None
+        if bars:
+            from tqdm.auto import tqdm
+
+            self.tqdm = tqdm
+            self.overall = tqdm(total=n_runs, position=0, dynamic_ncols=True, file=sys.stderr,
+                                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}]")
+            self.overall.set_description_str(f"all runs (0/{n_runs} done)")
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            (self.tqdm.write if self.tqdm else self.log)(text)
+
+    def start(self, name: str, progress_file: Path | None) -> None:
+        with self.lock:
+            bar = None
+            if self.tqdm:
+                bar = self.tqdm(total=1, leave=False, dynamic_ncols=True,
+                                position=1 + len(self.active), file=sys.stderr,
+                                bar_format="{desc} [{elapsed}]")
+                bar.set_description_str(f"  {name}: starting", refresh=False)
+            now = time.perf_counter()
+            self.active[name] = {"bar": bar, "file": progress_file, "t0": now, "said": now,
+                                 "cells": None, "last": "", "fraction": 0.0}
+
+    def cell(self, name: str, index: int, total: int) -> None:
+        with self.lock:
+            if name in self.active:
+                self.active[name]["cells"] = (index + 1, total)
+
+    def _status(self, state) -> tuple[str, float]:
+        from .parallel import read_progress
+
+        p = read_progress(state["file"]) if state["file"] else None
+        cells = state["cells"]
+        cell_frac = cells[0] / max(1, cells[1]) if cells else 0.0
+        if p and p.get("total"):
+            text = f"units {p['done']}/{p['total']}"
+            if cells:
+                text += f", cell {cells[0]}/{cells[1]}"
+            # the units are most of the work, the cells after them the rest
+            return text, min(0.99, 0.8 * p["done"] / p["total"] + 0.2 * cell_frac)
+        if cells:
+            return f"cell {cells[0]}/{cells[1]}", min(0.99, cell_frac)
+        return "starting", 0.0
+
+    def poll(self) -> None:
+        with self.lock:
+            fraction = 0.0
+            now = time.perf_counter()
+            for name, st in self.active.items():
+                text, frac = self._status(st)
+                st["fraction"] = max(st["fraction"], frac)   # units follow cells: never back
+                fraction += st["fraction"]
+                if st["bar"] is not None:
+                    st["bar"].set_description_str(f"  {name}: {text}", refresh=False)
+                    st["bar"].refresh()
+                elif now - st["said"] >= self.HEARTBEAT_S and text != st["last"]:
+                    self.log(f"  {name}: {text}, {now - st['t0']:.0f} s")
+                    st["said"], st["last"] = now, text
+            if self.tqdm:
+                self.overall.n = min(self.n_runs, self.n_done + fraction)
+                self.overall.set_description_str(f"all runs ({self.n_done}/{self.n_runs} done)",
+                                                 refresh=False)
+                self.overall.refresh()
+
+    def finish(self, name: str) -> None:
+        with self.lock:
+            st = self.active.pop(name, None)
+            if st and st["bar"] is not None:
+                st["bar"].close()
+            self.n_done += 1
+
+    def close(self) -> None:
+        if self.tqdm:
+            for st in self.active.values():
+                if st["bar"] is not None:
+                    st["bar"].close()
+            self.overall.n = self.n_done
+            self.overall.set_description_str(f"all runs ({self.n_done}/{self.n_runs} done)",
+                                             refresh=False)
+            self.overall.close()
+
+
+def _stages(runs: list[dict]) -> list[list[int]]:
+    """Indices of ``runs`` grouped into stages: consecutive ordinary runs share a stage (they
+    may run at once); a run marked ``alone`` (and every summary page) is a stage of its own."""
+    stages, current = [], []
+    for i, run in enumerate(runs):
+        if run.get("alone") or run.get("always") or run.get("script"):
+            if current:
+                stages.append(current)
+                current = []
+            stages.append([i])
+        else:
+            current.append(i)
+    if current:
+        stages.append(current)
+    return stages
+
+
 def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
-            kernel: str = "python3", log=print) -> list[dict]:
+            kernel: str = "python3", log=print, jobs: int = 1, env: dict | None = None,
+            progress: bool = False, unit_times: Path | None = None,
+            cell_timeout: float | None = None) -> list[dict]:
     """Execute ``runs`` with papermill into ``out``; returns per-run records.
 
+    Args:
+        runs: from :func:`plan`.
+        out: the generated folder (executed copies, ``results/``, ``manifest.json``).
+        force: re-run runs whose key is unchanged (and drop their stored units).
+        kernel: Jupyter kernel name.
+        log: receives the lines for the terminal.
+        jobs: notebooks executed at once (within a stage; see :func:`_stages`).
+        env: extra environment of the kernels (e.g. ``CTDNN_SCHEDULER``).
+        progress: show progress bars (when standard error is a terminal).
+        unit_times: if given, each unit's wall time is appended there (``--estimate``).
+        cell_timeout: seconds a cell may run before the run fails (default: no limit).
+
     Raises:
-        RunnerError: naming the notebook and the failing cell.
+        RunnerError: naming the notebook and the failing cell (or the failed units). The
+            runs that finished before or beside it keep their outputs; the failed run's last
+            good outputs are untouched.
     """
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results").mkdir(exist_ok=True)
     manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    sources = _sources_digest()
-    records = []
-    for i, run in enumerate(runs, 1):
+    manifest = _load_manifest(manifest_path, log)
+    sources, versions = _sources_digest(), _versions_digest()
+    display = _Display(len(runs), log, progress and sys.stderr.isatty())
+    lock = threading.Lock()
+    records: list = [None] * len(runs)
+    n = len(runs)
+
+    def one(i: int) -> None:
+        run = runs[i]
         name = run["name"]
-        target = out / f"{name}.ipynb"
-        key = _run_key(run, sources)
+        tag = f"[{i + 1}/{n}] {name}"
+        target = out / f"{name}.ipynb" if not run.get("script") else (
+            out / "results" / f"{name}.json")
+        key = run_key(run, sources, versions)
         done = manifest.get(name, {})
+        units = out / ".units" / name
         if not force and not run.get("always") and done.get("key") == key and target.exists():
-            log(f"[{i}/{len(runs)}] {name}: unchanged since its last run, skipped")
-            records.append(done)
-            continue
-        if run.get("script"):
-            log(f"[{i}/{len(runs)}] {name}: python {' '.join(run['script'])}")
-            t0 = time.perf_counter()
-            json_path = out / "results" / f"{name}.json"
-            proc = subprocess.run([sys.executable, str(ROOT / run["script"][0]), *run["script"][1:],
-                                   "--json", str(json_path)], cwd=ROOT)
-            if proc.returncode != 0:
-                raise RunnerError(f"{run['script'][0]} failed with exit status {proc.returncode}")
-            target = json_path
-        else:
-            t0 = time.perf_counter()
-            _execute_notebook(run, out, target, kernel, log, i, len(runs))
+            display.line(f"{tag}: unchanged since its last run, skipped")
+            records[i] = done
+            display.finish(name)
+            return
+        if force:
+            shutil.rmtree(units, ignore_errors=True)
+        stage, copied = _stage(out, name)
+        progress_file = stage / "progress.json"
+        progress_file.unlink(missing_ok=True)
+        display.start(name, progress_file)
+        t0 = time.perf_counter()
+        try:
+            if run.get("script"):
+                display.line(f"{tag}: python {' '.join(run['script'])}")
+                proc = subprocess.run([sys.executable, str(ROOT / run["script"][0]),
+                                       *run["script"][1:], "--json",
+                                       str(stage / "results" / f"{name}.json")],
+                                      cwd=ROOT, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                    raise RunnerError(f"{run['script'][0]} failed with exit status "
+                                      f"{proc.returncode}: " + " | ".join(tail))
+            else:
+                display.line(f"{tag}: running notebooks/{run['notebook']}.ipynb")
+                run_env = {**(env or {}), "CTDNN_UNIT_DIR": str(units.resolve()),
+                           "CTDNN_RUN_KEY": key, "CTDNN_PROGRESS_FILE": str(progress_file.resolve())}
+                if unit_times is not None:
+                    run_env["CTDNN_UNIT_TIMES"] = str(Path(unit_times).resolve())
+                _execute_notebook(run, stage, kernel, run_env,
+                                  on_cell=lambda k, total: display.cell(name, k, total),
+                                  cell_timeout=cell_timeout)
+            progress_file.unlink(missing_ok=True)
+            data = _data_summary(stage / "results" / f"{name}.json")
+            if not run.get("script"):
+                os.replace(stage / f"{name}.ipynb", out / f"{name}.ipynb")
+            _publish(stage, out, copied)
+        finally:
+            display.finish(name)
+        shutil.rmtree(units, ignore_errors=True)
         record = {"name": name, "notebook": run["notebook"], "key": key,
                   "parameters": run["parameters"], "wall_time_s": time.perf_counter() - t0,
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        manifest[name] = record
-        tmp_manifest = manifest_path.with_suffix(".json.tmp")
-        tmp_manifest.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp_manifest, manifest_path)
-        log(f"[{i}/{len(runs)}] {name}: done in {record['wall_time_s']:.0f} s")
-        records.append(record)
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "data": data}
+        with lock:
+            manifest[name] = record
+            _write_manifest(manifest_path, manifest)
+        display.line(f"{tag}: done in {record['wall_time_s']:.0f} s" + (f"; {data}" if data else ""))
+        records[i] = record
+
+    try:
+        for stage_ids in _stages(runs):
+            # The runs of a stage execute in threads; this thread keeps the display current.
+            errors = []
+            if jobs > 1:   # longest first (by the last run's time) packs the workers best
+                stage_ids = sorted(stage_ids, key=lambda i: -float(
+                    manifest.get(runs[i]["name"], {}).get("wall_time_s", math.inf)))
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+                pending = {pool.submit(one, i): i for i in stage_ids}
+                while pending:
+                    try:
+                        finished, _ = concurrent.futures.wait(
+                            pending, timeout=0.5, return_when=concurrent.futures.FIRST_COMPLETED)
+                    except KeyboardInterrupt:   # stop the notebooks, start no more
+                        for fut in pending:
+                            fut.cancel()
+                        _stop_kernels()
+                        raise
+                    display.poll()
+                    for fut in finished:
+                        pending.pop(fut)
+                        if fut.exception() is not None:
+                            errors.append(fut.exception())
+                            for other in pending:   # let the running ones finish, start no more
+                                other.cancel()
+                    pending = {f: i for f, i in pending.items() if not f.cancelled()}
+            if errors:
+                raise errors[0]
+    finally:
+        display.close()
+        for folder in (out / ".staging", out / ".units"):   # gone once nothing is left there
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return records
 
 
-def _execute_notebook(run, out, target, kernel, log, i, n):
-    """papermill into a temp file renamed into place: no half-written executed copies."""
+def _execute_notebook(run: dict, stage: Path, kernel: str, env: dict, on_cell=None,
+                      cell_timeout: float | None = None) -> None:
+    """papermill into ``stage/<name>.ipynb``, with the kernel running in ``stage``.
+
+    The working folder goes to the kernel (not through papermill's ``cwd``, which changes the
+    whole process's folder and so cannot serve notebooks running at once in threads).
+    """
+    import logging
+
     import papermill as pm
 
+    from .book import prepare_executed_copy
+
+    # papermill and nbclient log to the "papermill" logger; without a handler of its own,
+    # Python prints its errors (e.g. a cell timeout) to the terminal, where the runner's own
+    # error message already says what failed.
+    logger = logging.getLogger("papermill")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
     name = run["name"]
-    log(f"[{i}/{n}] {name}: running notebooks/{run['notebook']}.ipynb "
-        f"with {json.dumps(run['parameters'])}")
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".ipynb")
+    target = stage / f"{name}.ipynb"
+    fd, tmp = tempfile.mkstemp(dir=stage, prefix=f".{name}.", suffix=".ipynb")
     os.close(fd)
+    source = ROOT / "notebooks" / f"{run['notebook']}.ipynb"
+    n_cells = len(json.loads(source.read_text()).get("cells", [])) + 1   # + injected parameters
+
+    def cell_done(cell=None, cell_index=0, **_):
+        if on_cell is not None:
+            on_cell(cell_index, n_cells)
+
     try:
-        pm.execute_notebook(str(ROOT / "notebooks" / f"{run['notebook']}.ipynb"), tmp,
-                            parameters=run["parameters"], cwd=str(out), kernel_name=kernel,
-                            progress_bar=False, report_mode=False)
+        pm.execute_notebook(str(source), tmp,
+                            parameters=run["parameters"], kernel_name=kernel,
+                            progress_bar=False, report_mode=False,
+                            kernel_manager_class=_kernel_manager_class(
+                                env, stage / "kernel.log"),
+                            resources={"metadata": {"path": str(stage.resolve())}},
+                            on_cell_complete=cell_done, execution_timeout=cell_timeout)
     except pm.PapermillExecutionError as exc:
         Path(tmp).unlink(missing_ok=True)
         first_line = (exc.source or "").strip().splitlines()[:1]
         where = f" ({first_line[0][:60]!r} ...)" if first_line else ""
         raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) failed in cell "
                           f"[{exc.exec_count}]{where}: {exc.ename}: {exc.evalue}") from None
+    except Exception as exc:   # e.g. the kernel died (out of memory) or did not start
+        Path(tmp).unlink(missing_ok=True)
+        raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) stopped: "
+                          f"{type(exc).__name__}: {exc} (the kernel's own messages: "
+                          f"{stage / 'kernel.log'})") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    prepare_executed_copy(tmp)   # the run's data set into the page title
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; the executed copies are for readers
     os.replace(tmp, target)
 
@@ -195,11 +648,205 @@ def build_book(root: Path = ROOT, *, log=print) -> Path:
     exe = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(root), "-W", "-n",
            "--keep-going"]
-    log("building the book: " + " ".join(cmd[1:]))
-    proc = subprocess.run(cmd, cwd=root)
+    log_file = root / "_build" / "jupyter-book.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log(f"building the book (jupyter-book build -W -n; its output goes to {log_file})")
+    with open(log_file, "w") as fh:   # sphinx's page-by-page output stays out of the terminal
+        proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise RunnerError("the book build failed (warnings count as errors); see the log above")
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", line)
+                 for line in log_file.read_text(errors="replace").splitlines()]
+        problems = [line for line in lines if "WARNING" in line or "ERROR" in line]
+        log("\n".join(problems[:30] or lines[-30:]))
+        raise RunnerError(f"the book build failed (warnings count as errors): "
+                          f"{len(problems)} warnings or errors, listed above; the whole log "
+                          f"is {log_file}")
     return root / "_build" / "html"
+
+
+def _probe_rules(presets_file: Path = PRESETS_FILE) -> dict:
+    rules = load_presets(presets_file).get("_estimate") or {}
+    if not isinstance(rules, dict):
+        raise RunnerError(f"_estimate in {presets_file.name} must map notebooks to probe settings")
+    return rules
+
+
+def _probe(run: dict, rule: dict | None) -> tuple[dict, float, str | None]:
+    """The probe's parameters, the factor for the seeds left out, and the scaled parameter
+    (``None``: nothing to scale, the run is timed as it is)."""
+    params = dict(run["parameters"])
+    if not rule:
+        return params, 1.0, None
+    seed_factor = 1.0
+    if "seeds" in rule and isinstance(params.get("seeds"), list) and params["seeds"]:
+        k = max(1, int(rule["seeds"]))
+        seed_factor = len(params["seeds"]) / min(k, len(params["seeds"]))
+        params["seeds"] = params["seeds"][:k]
+    key = rule["scale"]
+    if params.get(key) is None:   # the notebook's default (a seconds-long run): as it is
+        return params, seed_factor, None
+    params[key] = rule["probe"]
+    return params, seed_factor, key
+
+
+def _epochs(results: Path) -> tuple[int, int, int]:
+    """``(epochs, iterations, n_train)`` a run did, from its results' ``metrics.protocol``."""
+    proto = json.loads(results.read_text())["metrics"]["protocol"]
+    return int(proto["epochs"]), int(proto["iterations"]), int(proto["n_train"])
+
+
+def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python3",
+             presets_file: Path = PRESETS_FILE, scratch: Path | None = None,
+             probe_timeout: float = 300.0) -> dict:
+    """Time short probes of every run and extrapolate its cost (``ctdnn run --estimate``).
+
+    A notebook run with an ``_estimate`` rule in ``presets.yml`` executes twice, in-process:
+    with the parameter named by ``scale`` set to ``probe`` (a few epochs or iterations) and to
+    twice that, and, where the rule says ``seeds: k``, only the first ``k`` seeds.
+    :func:`ctdnn.parallel.map_units` records every unit's CPU time; each unit's cost is
+    extrapolated along the line through its two probe times (a fixed part, such as building
+    the models and the final evaluation, plus a part per epoch or iteration), and each seed
+    left out counts as one more unit like those probed. What a notebook does outside its units
+    (kernel start, data, figures) is counted once, as measured; a notebook with a rule but no
+    units is extrapolated as a whole along the same kind of line. ``per_epoch: true`` marks a
+    notebook whose iterations round up to whole epochs: the line is then in epochs, read from
+    the probes' results. Runs without a rule are timed as they are; the benchmark script is
+    not timed. Probes run side by side, as many as there are cores (at most ``workers``). A
+    probe with a cell running over ``probe_timeout`` seconds is stopped and its run reported
+    as not estimated (the totals are then lower bounds).
+
+    The wall time for ``W`` workers follows the runner's schedule: the units of one stage
+    spread over the workers (at least as long as the longest unit), stages one after another.
+    Adaptive solvers need more evaluations per iteration as training proceeds, so neural-ODE
+    predictions from the first iterations are lower bounds.
+
+    Returns:
+        ``{"runs": [{"name", "units", "probe_s", "core_hours", "longest_unit_h"}, ...],
+        "core_hours", "wall_hours": {workers: hours}}``.
+    """
+    rules = _probe_rules(presets_file)
+    scratch = Path(scratch or tempfile.mkdtemp(prefix="ctdnn-estimate-"))
+
+    def timed(run: dict, params: dict, tag: str):
+        folder = scratch / f"{run['name']}{tag}"
+        times = folder / "unit-times.jsonl"
+        folder.mkdir(parents=True, exist_ok=True)
+        times.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        execute([{**run, "parameters": params, "always": True}], folder, force=True,
+                kernel=kernel, log=lambda *_: None, env={"CTDNN_SCHEDULER": ""},
+                unit_times=times, cell_timeout=probe_timeout)
+        wall = time.perf_counter() - t0
+        lines = [json.loads(line) for line in times.read_text().splitlines()] \
+            if times.exists() else []
+        # A unit's cost is its CPU time, whatever else the machine is doing meanwhile; the
+        # rest of the notebook is its wall time less the units' wall time.
+        overhead = max(0.0, wall - sum(u["seconds"] for u in lines))
+        units = {(u["name"], u["label"]): u["cpu_seconds"] for u in lines}
+        return wall, overhead, units, folder / "results" / f"{run['name']}.json"
+
+    def probe_one(i: int) -> dict:
+        run = runs[i]
+        if run.get("script"):
+            log(f"[{i + 1}/{len(runs)}] {run['name']}: not timed (benchmark script)")
+            return {"name": run["name"], "units": 0, "probe_s": 0.0, "core_hours": 0.0,
+                    "longest_unit_h": 0.0, "timed": False}
+        rule = rules.get(run["notebook"])
+        params, seed_factor, key = _probe(run, rule)
+        wall, overhead, units, results = timed(run, params, "")
+        probe_s = wall
+        if key is None:
+            costs = list(units.values())
+            core_s = overhead + sum(costs) * seed_factor
+            longest = max(costs) if costs else wall
+        else:
+            full = run["parameters"][key]
+            x1, twice = rule["probe"], {**params, key: 2 * rule["probe"]}
+            if rule.get("per_epoch"):   # the line is in epochs
+                x1, iters, n_train = _epochs(results)
+                twice[key] = 2 * iters
+                full = math.ceil(full * run["parameters"].get("batch_size", 20) / n_train)
+            wall2, _, units2, results2 = timed(run, twice, "-twice")
+            x2 = _epochs(results2)[0] if rule.get("per_epoch") else 2 * rule["probe"]
+            probe_s += wall2
+
+            def along(t1, t2):   # cost at the full size on the line through the probes
+                return t1 + max(0.0, (t2 - t1) / (x2 - x1)) * (full - x1)
+
+            if units:
+                costs = [along(t, units2.get(k, t)) for k, t in units.items()]
+                core_s = overhead + sum(costs) * seed_factor
+                longest = max(costs)
+            else:
+                core_s = longest = along(wall, wall2)
+        row = {"name": run["name"], "units": round(len(units) * seed_factor), "probe_s": probe_s,
+               "core_hours": core_s / 3600, "longest_unit_h": longest / 3600, "timed": True}
+        log(f"[{i + 1}/{len(runs)}] {run['name']}: probes {probe_s:.0f} s, {row['units']} units, "
+            f"predicted {row['core_hours']:.3g} core-hours")
+        return row
+
+    stopping = threading.Event()
+
+    def probe_or_report(i: int) -> dict:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        try:
+            return probe_one(i)
+        except RunnerError as exc:   # one failed probe must not hide the others' figures
+            log(f"[{i + 1}/{len(runs)}] {runs[i]['name']}: probe failed: {exc}")
+            return {"name": runs[i]["name"], "units": 0, "probe_s": 0.0, "core_hours": 0.0,
+                    "longest_unit_h": 0.0, "timed": False, "error": str(exc)}
+
+    at_once = max(1, min(workers, os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
+        futures = [pool.submit(probe_or_report, i) for i in range(len(runs))]
+        try:
+            rows = [f.result() for f in futures]
+        except KeyboardInterrupt:
+            for f in futures:
+                f.cancel()
+            stopping.set()
+            _stop_kernels()
+            raise
+    total = sum(r["core_hours"] for r in rows)
+    walls = {w: _wall_hours(runs, rows, w) for w in sorted({workers, 64})}
+    return {"runs": rows, "core_hours": total, "wall_hours": walls}
+
+
+def _wall_hours(runs: list[dict], rows: list[dict], workers: int) -> float:
+    by_name = {r["name"]: r for r in rows}
+    hours = 0.0
+    for stage in _stages(runs):
+        stage_rows = [by_name[runs[i]["name"]] for i in stage]
+        core = sum(r["core_hours"] for r in stage_rows)
+        hours += max(core / max(1, workers), max(r["longest_unit_h"] for r in stage_rows))
+    return hours
+
+
+def _print_estimate(est: dict, preset: str, workers: int) -> None:
+    print(f"estimate for preset {preset!r} (probe times on this machine, {os.cpu_count()} cores):")
+    print(f"  {'run':<34}{'units':>7}{'probes s':>9}{'core-hours':>12}")
+    for r in est["runs"]:
+        if r["timed"]:
+            print(f"  {r['name']:<34}{r['units']:>7}{r['probe_s']:>9.0f}{r['core_hours']:>12.3g}")
+        else:
+            print(f"  {r['name']:<34}{'':>7}{'':>9}"
+                  f"{'probe failed' if r.get('error') else 'not timed':>12}")
+    print(f"  {'total':<34}{sum(r['units'] for r in est['runs']):>7}"
+          f"{sum(r['probe_s'] for r in est['runs']):>9.0f}{est['core_hours']:>12.3g}")
+    failed = [r["name"] for r in est["runs"] if r.get("error")]
+    if failed:
+        print(f"  not estimated (probe failed or over its time limit): {', '.join(failed)}; "
+              "the totals leave them out")
+    for w, h in est["wall_hours"].items():
+        mark = " (--workers)" if w == workers else ""
+        print(f"  wall time with {w} workers{mark}: {_hours(h)}")
+
+
+def _hours(h: float) -> str:
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"
 
 
 def register(subparsers) -> None:
@@ -215,23 +862,96 @@ def register(subparsers) -> None:
     p.add_argument("--workdir", type=Path, default=None,
                    help="build in a scratch copy of the book sources in this folder "
                         "(default: in place, into book/generated and _build)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="size of the local Dask cluster: one single-threaded worker per core by "
+                        f"default ({os.cpu_count()} here); 1 runs everything in-process, one "
+                        "notebook at a time")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="use an existing Dask cluster (e.g. tcp://10.0.0.5:8786, from "
+                        "dask-jobqueue on SLURM/PBS) instead of starting one")
+    p.add_argument("--estimate", action="store_true",
+                   help="time a short probe of every run and print the predicted core-hours "
+                        "per run and in total, and the wall time for --workers workers")
     p.set_defaults(func=_cli)
 
 
-def _cli(args) -> int:
+def _free_port(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start_cluster(workers: int):
+    """A LocalCluster of single-threaded worker processes; returns (cluster, dashboard or None)."""
+    import importlib.util
+    import logging
+
+    from distributed import LocalCluster
+
+    dashboard = importlib.util.find_spec("bokeh") is not None
+    address = (":8787" if _free_port(8787) else ":0") if dashboard else None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=address, silence_logs=logging.ERROR)
+    return cluster, (cluster.dashboard_link if dashboard else None)
+
+
+def _cluster_size(address: str) -> int:
+    """The number of workers of the Dask cluster at ``address``."""
+    from distributed import Client
+
     try:
+        with Client(address, timeout="10s", set_as_default=False) as client:
+            return len(client.scheduler_info()["workers"])
+    except OSError as exc:
+        raise RunnerError(f"no Dask scheduler answers at {address} ({exc}); start one (e.g. "
+                          "with dask-jobqueue) or leave out --scheduler") from None
+
+
+def _cli(args) -> int:
+    cluster = None
+    try:
+        workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+        if workers < 1:
+            raise RunnerError(f"--workers must be at least 1, got {workers}")
         runs = plan(args.preset, args.only)
         if args.list:
             for r in runs:
                 print(f"{r['name']}: {json.dumps(r['parameters'])}")
+            return 0
+        if args.estimate:
+            est = estimate(runs, workers)
+            _print_estimate(est, args.preset, workers)
             return 0
         root = ROOT if args.workdir is None else prepare_workdir(args.workdir)
         generated = root / "book" / "generated"
         if args.clean:
             shutil.rmtree(generated, ignore_errors=True)
             shutil.rmtree(root / "_build", ignore_errors=True)
+        env = {}
+        if args.scheduler:
+            env["CTDNN_SCHEDULER"] = args.scheduler
+            workers = _cluster_size(args.scheduler) if args.workers is None else workers
+            print(f"ctdnn run: preset {args.preset!r}, {len(runs)} runs on the Dask cluster at "
+                  f"{args.scheduler} ({workers} workers)")
+        elif workers > 1:
+            cluster, dashboard = _start_cluster(workers)
+            env["CTDNN_SCHEDULER"] = cluster.scheduler_address
+            print(f"ctdnn run: preset {args.preset!r}, {len(runs)} runs; Dask LocalCluster with "
+                  f"{workers} workers, dashboard: "
+                  + (dashboard or "none (install bokeh to get one)"))
+        else:
+            env["CTDNN_SCHEDULER"] = ""
+            print(f"ctdnn run: preset {args.preset!r}, {len(runs)} runs, in-process (--workers 1)")
+        # Notebooks only wait for their units, so one more than the workers keeps them busy
+        # (each kernel holds its data set in memory: at most 16 at once).
+        jobs = 1 if not env["CTDNN_SCHEDULER"] else min(16, max(2, workers + 1))
         t0 = time.perf_counter()
-        execute(runs, generated, force=args.force)
+        execute(runs, generated, force=args.force, env=env, jobs=jobs, progress=True)
         print(f"notebooks done in {time.perf_counter() - t0:.0f} s")
         if not args.no_book:
             html = build_book(root)
@@ -239,6 +959,9 @@ def _cli(args) -> int:
     except RunnerError as exc:
         print(f"ctdnn run: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if cluster is not None:
+            cluster.close()
     return 0
 
 

@@ -4,11 +4,18 @@ Every right-hand side used with :func:`solve` derives from :class:`Dynamics`, wh
 its own evaluations (forward and, for the adjoint method, backward) and receives
 torchdiffeq's accept/reject callbacks. A solve returns its :class:`SolverStats`; a failed
 solve raises :class:`SolverError` with a status code naming the cause.
+
+Failures of the adjoint (backward) solve happen inside ``loss.backward()``, after
+:func:`solve` has returned; :func:`solver_failures` turns them into the same
+:class:`SolverError` (``with solver_failures(model.dynamics): loss.backward()``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import numbers
 import re
 import warnings
 
@@ -16,7 +23,10 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-__all__ = ["Dynamics", "SolverStats", "SolverError", "solve", "ADAPTIVE_METHODS"]
+from .status import Status
+
+__all__ = ["Dynamics", "SolverStats", "SolverError", "solve", "solver_failures",
+           "check_solver_options", "ADAPTIVE_METHODS", "FIXED_METHODS"]
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
@@ -63,26 +73,138 @@ class SolverError(RuntimeError):
     """A solve that did not finish.
 
     Attributes:
-        status: ``"step_size_underflow"``, ``"too_many_steps"``, ``"non_finite"`` or
-            ``"failed"``.
+        status: a :class:`~ctdnn.status.Status`: ``STEP_SIZE_UNDERFLOW``,
+            ``TOO_MANY_STEPS``, ``NON_FINITE`` or ``FAILED`` (equal to the strings
+            ``"step_size_underflow"``, ...).
         stats: the counters up to the failure.
     """
 
     def __init__(self, status: str, message: str, stats: SolverStats | None = None):
+        status = Status(status)
         super().__init__(f"ODE solve failed ({status}): {message}")
         self.status = status
         self.stats = stats or SolverStats()
 
 
-def _classify(exc: BaseException) -> str:
+# torchdiffeq's own failure messages (torchdiffeq/_impl/rk_common.py and solvers.py). Only
+# these count as solver failures; any other exception is a bug and propagates unchanged.
+_UNDERFLOW = re.compile(r"^underflow in dt (?P<dt>\S+)")
+_MAX_STEPS = re.compile(r"^max_num_steps exceeded \((?P<n>\d+)>=(?P<max>\d+)\)")
+_NON_FINITE = re.compile(r"^non-finite values in state `y`")
+_MAX_ITERATIONS = re.compile(r"^Reached maximum number of iterations (?P<max>\d+)")
+
+
+def _classify(exc: BaseException) -> Status | None:
+    """The :class:`Status` of a torchdiffeq failure, or ``None`` if ``exc`` is not one."""
+    if not isinstance(exc, (AssertionError, RuntimeError)):
+        return None
     text = str(exc)
-    if re.search(r"underflow in dt", text):
-        return "step_size_underflow"
-    if "max_num_steps" in text:
-        return "too_many_steps"
-    if re.search(r"non-finite|nan|inf", text, flags=re.IGNORECASE):
-        return "non_finite"
-    return "failed"
+    m = _UNDERFLOW.match(text)
+    if m:
+        # A NaN step size means the error estimate was NaN: the state or the right-hand
+        # side became non-finite, which is not an underflow.
+        try:
+            dt = float(m.group("dt"))
+        except ValueError:
+            dt = math.nan
+        return Status.STEP_SIZE_UNDERFLOW if math.isfinite(dt) else Status.NON_FINITE
+    if _MAX_STEPS.match(text):
+        return Status.TOO_MANY_STEPS
+    if _NON_FINITE.match(text):
+        return Status.NON_FINITE
+    if _MAX_ITERATIONS.match(text):
+        return Status.FAILED
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _SolveSettings:
+    method: str
+    rtol: float
+    atol: float
+    step_size: float | None
+    max_num_steps: int
+    adjoint: bool
+
+    def describe(self) -> str:
+        if self.method in FIXED_METHODS:
+            return f"{self.method}, step_size={self.step_size:g}"
+        return (f"{self.method}, rtol={self.rtol:g}, atol={self.atol:g}, step budget "
+                f"max_num_steps={self.max_num_steps} per output interval")
+
+
+def _failure_message(status: Status, detail: str, phase: str, settings: _SolveSettings | None,
+                     stats: SolverStats) -> str:
+    what = {Status.STEP_SIZE_UNDERFLOW: "the step size underflowed",
+            Status.TOO_MANY_STEPS: "the step budget was exceeded",
+            Status.NON_FINITE: "the state became NaN or inf",
+            Status.FAILED: "the solver failed"}[status]
+    how = f" ({settings.describe()})" if settings is not None else ""
+    return (f"{what} in the {phase} solve{how} after {stats.nfe_forward} forward and "
+            f"{stats.nfe_backward} backward evaluations [{detail}]")
+
+
+@contextlib.contextmanager
+def solver_failures(func: "Dynamics | None" = None, *, phase: str = "adjoint (backward)"):
+    """Turn a torchdiffeq failure raised inside the block into a :class:`SolverError`.
+
+    Use it around ``loss.backward()`` of a model solved with the adjoint method: the
+    backward solve runs there, after :func:`solve` has returned. Exceptions that are not
+    solver failures propagate unchanged.
+
+    Args:
+        func: the :class:`Dynamics` of the solve (its counters and settings go into the
+            message); ``None`` for models without one (the block is then passed through).
+        phase: how the message names the solve.
+
+    Raises:
+        SolverError: with the status of the failure, the step budget and the evaluation
+            counts in its message.
+    """
+    try:
+        yield
+    except SolverError:
+        raise
+    except (AssertionError, RuntimeError) as exc:
+        status = _classify(exc)
+        if status is None or func is None:
+            raise
+        stats = func.current
+        detail = str(exc).splitlines()[0][:200]
+        raise SolverError(status, _failure_message(status, detail, phase,
+                                                   getattr(func, "solve_settings", None), stats),
+                          stats) from None
+
+
+def check_solver_options(method, rtol, atol, *, step_size=None, max_num_steps=100_000,
+                         adjoint_norm="default") -> dict:
+    """Validate solver settings; returns them normalised (floats, ints).
+
+    Raises:
+        ValueError: naming the setting and what is allowed.
+    """
+    if method in FIXED_METHODS:
+        if step_size is None:
+            raise ValueError(f"fixed-step method {method!r} needs an explicit step_size")
+    elif method not in ADAPTIVE_METHODS:
+        raise ValueError(f"unknown ODE method {method!r}; adaptive: {ADAPTIVE_METHODS}, "
+                         f"fixed-step: {FIXED_METHODS}")
+    checked = {}
+    for name, value in (("rtol", rtol), ("atol", atol), ("step_size", step_size)):
+        if name == "step_size" and value is None:
+            checked[name] = None
+            continue
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                or not math.isfinite(value) or value <= 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        checked[name] = float(value)
+    if (isinstance(max_num_steps, bool) or not isinstance(max_num_steps, numbers.Integral)
+            or max_num_steps < 1):
+        raise ValueError(f"max_num_steps must be a positive integer, got {max_num_steps!r}")
+    if adjoint_norm not in ("default", "seminorm"):
+        raise ValueError(f"adjoint_norm must be 'default' or 'seminorm', got {adjoint_norm!r}")
+    return {"method": method, **checked, "max_num_steps": int(max_num_steps),
+            "adjoint_norm": adjoint_norm}
 
 
 class Dynamics(nn.Module):
@@ -103,26 +225,33 @@ class Dynamics(nn.Module):
     def rhs(self, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _count(self, field: str) -> None:
-        setattr(self.current, field, getattr(self.current, field) + 1)
-        setattr(self.total, field, getattr(self.total, field) + 1)
-
+    # Plain attribute increments: the counters run on every evaluation, so they avoid
+    # getattr/setattr by name and never touch a tensor.
     def forward(self, t, u):
-        self._count("nfe_backward" if self._backward else "nfe_forward")
+        if self._backward:
+            self.current.nfe_backward += 1
+            self.total.nfe_backward += 1
+        else:
+            self.current.nfe_forward += 1
+            self.total.nfe_forward += 1
         return self.rhs(t, u)
 
     # torchdiffeq callbacks (called by adaptive Runge-Kutta solvers)
     def callback_accept_step(self, t0, y0, dt):
-        self._count("n_accepted")
+        self.current.n_accepted += 1
+        self.total.n_accepted += 1
 
     def callback_reject_step(self, t0, y0, dt):
-        self._count("n_rejected")
+        self.current.n_rejected += 1
+        self.total.n_rejected += 1
 
     def callback_accept_step_adjoint(self, t0, y0, dt):
-        self._count("n_accepted_backward")
+        self.current.n_accepted_backward += 1
+        self.total.n_accepted_backward += 1
 
     def callback_reject_step_adjoint(self, t0, y0, dt):
-        self._count("n_rejected_backward")
+        self.current.n_rejected_backward += 1
+        self.total.n_rejected_backward += 1
 
     def begin_solve(self) -> SolverStats:
         self.current = SolverStats(n_solves=1)
@@ -165,44 +294,66 @@ def solve(func: Dynamics, u0: torch.Tensor, t: torch.Tensor, *, method: str = "d
         forward counts at return; the adjoint pass of a later ``backward()`` adds its
         counts to the same object.
 
+    Every failure, in any solver, ends as a :class:`SolverError` whose message names the
+    method, the step budget (or step size) and the evaluations made: torchdiffeq's own
+    failures, a fixed-step solve that produced NaN or inf (checked on the result, since
+    fixed-step solvers do not check), and a non-finite initial state. A failure of the
+    adjoint solve surfaces in the later ``backward()``; wrap it in
+    :func:`solver_failures` to get the same error.
+
     Raises:
-        SolverError: step-size underflow, too many steps, or non-finite state.
+        ValueError: invalid settings or an empty batch (``u0`` with no samples).
+        SolverError: step-size underflow, too many steps, non-finite state.
     """
+    opts = check_solver_options(method, rtol, atol, step_size=step_size,
+                                max_num_steps=max_num_steps, adjoint_norm=adjoint_norm)
     if method in FIXED_METHODS:
-        if step_size is None:
-            raise ValueError(f"fixed-step method {method!r} needs an explicit step_size")
-        options = {"step_size": step_size}
-    elif method in ADAPTIVE_METHODS:
-        options = {"max_num_steps": max_num_steps}
+        options = {"step_size": opts["step_size"]}
     else:
-        raise ValueError(f"unknown ODE method {method!r}; adaptive: {ADAPTIVE_METHODS}, "
-                         f"fixed-step: {FIXED_METHODS}")
-    if adjoint_norm not in ("default", "seminorm"):
-        raise ValueError(f"adjoint_norm must be 'default' or 'seminorm', got {adjoint_norm!r}")
+        options = {"max_num_steps": opts["max_num_steps"]}
+    if u0.numel() == 0:
+        raise ValueError(f"u0 is empty (shape {tuple(u0.shape)}): an ODE solve needs at least "
+                         "one sample in the batch")
     adjoint_options = dict(options)
     if adjoint_norm == "seminorm" and method in ADAPTIVE_METHODS:
         adjoint_options["norm"] = "seminorm"
+    # Kept on the right-hand side so that a failure of the later adjoint solve, raised from
+    # backward(), can be reported with the same settings (see solver_failures).
+    func.solve_settings = _SolveSettings(method, opts["rtol"], opts["atol"], opts["step_size"],
+                                         opts["max_num_steps"], bool(adjoint))
     stats = func.begin_solve()
     try:
-        if adjoint:
-            kwargs = {}
-            if adjoint_params is not None:
-                kwargs["adjoint_params"] = tuple(adjoint_params)
-            sol = odeint_adjoint(func, u0, t, rtol=rtol, atol=atol, method=method,
-                                 options=options, adjoint_rtol=rtol, adjoint_atol=atol,
-                                 adjoint_options=adjoint_options, **kwargs)
-        else:
-            with warnings.catch_warnings():
-                # Fixed-step solvers take no step callbacks; their counts need none.
-                warnings.filterwarnings("ignore", message="Solver .* does not support callbacks")
-                sol = odeint(func, u0, t, rtol=rtol, atol=atol, method=method, options=options)
+        # One host sync per solve (adaptive solvers sync at every step anyway): a NaN start
+        # would otherwise be reported by torchdiffeq as a step-size underflow.
+        if not bool(torch.isfinite(u0).all()):
+            raise SolverError(Status.NON_FINITE, _failure_message(
+                Status.NON_FINITE, "the initial state u0 contains NaN or inf", "forward",
+                func.solve_settings, stats), stats)
+        with solver_failures(func, phase="forward"), warnings.catch_warnings():
+            # Fixed-step solvers take no step callbacks; their counts need none.
+            warnings.filterwarnings("ignore", message="Solver .* does not support callbacks")
+            if adjoint:
+                kwargs = {}
+                if adjoint_params is not None:
+                    kwargs["adjoint_params"] = tuple(adjoint_params)
+                sol = odeint_adjoint(func, u0, t, rtol=opts["rtol"], atol=opts["atol"],
+                                     method=method, options=options, adjoint_rtol=opts["rtol"],
+                                     adjoint_atol=opts["atol"], adjoint_options=adjoint_options,
+                                     **kwargs)
+            else:
+                sol = odeint(func, u0, t, rtol=opts["rtol"], atol=opts["atol"], method=method,
+                             options=options)
+        # Fixed-step solvers never check the state, and adaptive ones check it only at the
+        # start of each step, so the returned values are checked here.
+        if not bool(torch.isfinite(sol).all()):
+            raise SolverError(Status.NON_FINITE, _failure_message(
+                Status.NON_FINITE, "the solution contains NaN or inf", "forward",
+                func.solve_settings, stats), stats)
     except SolverError as exc:
         # raised by the right-hand side itself (e.g. an evaluation budget): keep its status
         if exc.stats.nfe == 0:
             exc.stats = stats
         raise
-    except (AssertionError, RuntimeError) as exc:
-        raise SolverError(_classify(exc), str(exc).splitlines()[0][:200], stats) from None
     finally:
         func.end_solve()
     return sol, stats

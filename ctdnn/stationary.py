@@ -18,20 +18,20 @@ of the adaptive solver, counted in right-hand-side evaluations (NFE).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import numbers
 import os
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .solvers import SolverError, SolverStats, _classify
-from .training import (TrainingError, _atomic_save, _cpu_state, make_optimizer, relative_error,
-                       resolve_device)
+from . import checks
+from .engine import Checkpoint, Run, TrainingError, model_fingerprint, new_log, tensor_digest
+from .solvers import SolverError, solver_failures
+from .status import Status
+from .training import check_seed, make_optimizer, relative_error, resolve_device
 
 __all__ = ["SPIRAL_A", "SPIRAL_Y0", "spiral_rhs", "true_trajectory", "TimeSplit", "time_split",
            "TrajectoryData", "make_trajectory_data", "spiral_init_", "sample_windows",
@@ -41,7 +41,6 @@ SPIRAL_A = ((-0.1, 2.0), (-2.0, -0.1))
 SPIRAL_Y0 = (2.0, 0.0)
 TRAIN_FRAC = 0.64
 VAL_FRAC = 0.80
-CHECKPOINT_FORMAT = 1
 
 
 def spiral_rhs(y: np.ndarray) -> np.ndarray:
@@ -49,18 +48,9 @@ def spiral_rhs(y: np.ndarray) -> np.ndarray:
     return np.asarray(y) ** 3 @ np.asarray(SPIRAL_A)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TrainingError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise TrainingError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_T(T) -> float:
-    if isinstance(T, bool) or not isinstance(T, numbers.Real) or not math.isfinite(T) or T <= 0:
-        raise TrainingError(f"T must be a positive finite number, got {T!r}")
-    return float(T)
+# Argument checks of this module raise TrainingError, naming the argument.
+_check_int = partial(checks.check_int, error=TrainingError)
+_check_number = partial(checks.check_number, error=TrainingError)
 
 
 def true_trajectory(n_points: int = 1000, T: float = 25.0, *, dtype=torch.float64,
@@ -82,8 +72,8 @@ def true_trajectory(n_points: int = 1000, T: float = 25.0, *, dtype=torch.float6
     """
     from scipy.integrate import solve_ivp
 
-    n_points = _check_int("n_points", n_points, 10)
-    T = _check_T(T)
+    n_points = _check_int("n_points", n_points, minimum=10)
+    T = _check_number("T", T, positive=True)
     t = np.linspace(0.0, T, n_points)
     sol = solve_ivp(lambda _t, y: spiral_rhs(y), (0.0, T), np.asarray(SPIRAL_Y0, dtype=float),
                     method="DOP853", t_eval=t, rtol=rtol, atol=atol)
@@ -251,8 +241,8 @@ def _region_error(model, data, region, max_nfe=None):
         return math.inf, exc.stats.nfe, exc.status
     err = float(relative_error(pred, data.y[data.split.region(region)]))
     if not math.isfinite(err):
-        return math.inf, stats.nfe, "non_finite"
-    return err, stats.nfe, "ok"
+        return math.inf, stats.nfe, Status.NON_FINITE
+    return err, stats.nfe, Status.OK
 
 
 @dataclasses.dataclass
@@ -260,9 +250,10 @@ class TrajectoryTrainResult:
     """Outcome of :func:`train_trajectory`.
 
     Attributes:
-        status: ``"completed"``, ``"partial"`` (stopped by ``max_iterations``),
-            ``"diverged"`` (non-finite loss) or ``"solver_failed"`` (a training solve did
-            not finish; ``solver_status`` says why).
+        status: a :class:`~ctdnn.status.Status` (equal to its string): ``"completed"``,
+            ``"partial"`` (stopped by ``max_iterations``), ``"diverged"`` (non-finite loss)
+            or ``"solver_failed"`` (a training solve, forward or adjoint, did not finish;
+            ``solver_status`` says why).
         message: human-readable note on the status.
         solver_status: the :class:`~ctdnn.solvers.SolverError` status of a failed solve.
         iterations_completed: iterations whose update was applied.
@@ -286,9 +277,9 @@ class TrajectoryTrainResult:
         wall_time: seconds.
     """
 
-    status: str
+    status: Status
     message: str
-    solver_status: str | None
+    solver_status: Status | None
     iterations_completed: int
     history: dict
     evaluations: dict
@@ -313,16 +304,17 @@ class TrajectoryTrainResult:
                 if f.name not in skip}
 
 
-def _config(model, data, iterations, batch_time, batch_size, lr, optimizer, seed, eval_every,
-            grad_clip, eval_max_nfe):
-    return {"basis": model.basis.kind, "degree": model.basis.degree,
-            "time_scaling": model.time_scaling, "rtol": model.rtol, "atol": model.atol,
-            "method": model.method, "adjoint": bool(model.adjoint),
-            "n_parameters": sum(p.numel() for p in model.parameters()),
-            "n_points": data.split.n_points, "T": data.T, "iterations": iterations,
-            "batch_time": batch_time, "batch_size": batch_size, "lr": lr,
-            "optimizer": optimizer, "seed": seed, "eval_every": eval_every,
-            "grad_clip": grad_clip, "eval_max_nfe": eval_max_nfe}
+def _fingerprint(model, data, iterations, batch_time, batch_size, lr, optimizer, seed,
+                 eval_every, grad_clip, eval_max_nfe):
+    """Everything that determines a run: model, data (digest and split), settings."""
+    return {"model": model_fingerprint(model),
+            "data": {"digest": tensor_digest(data.t, data.y), "n_points": data.split.n_points,
+                     "val_start": data.split.val_start, "test_start": data.split.test_start},
+            "training": {"iterations": iterations, "batch_time": batch_time,
+                         "batch_size": batch_size, "lr": float(lr), "optimizer": optimizer,
+                         "seed": seed, "eval_every": eval_every,
+                         "grad_clip": None if grad_clip is None else float(grad_clip),
+                         "eval_max_nfe": eval_max_nfe}}
 
 
 def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: int = 2000,
@@ -346,8 +338,9 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
     from ``y(0)``; the state with the lowest validation error is kept. At the end the best
     state is loaded and rolled out over the three regions.
 
-    NFE: ``history["nfe"]`` counts right-hand-side evaluations of the training solves only
-    (forward, plus the adjoint solve's with ``model.adjoint``; backpropagation through the
+    NFE: ``history["nfe"]`` counts right-hand-side evaluations of the training solves only,
+    ``history["nfe_forward"]`` and ``history["nfe_backward"]`` its two parts (the forward
+    solves, and the adjoint solves with ``model.adjoint``; backpropagation through the
     solver replays the recorded graph without new evaluations). Evaluation NFE are kept
     separately.
 
@@ -368,9 +361,10 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
             and test regions); a rollout that spends it counts as failed (error ``inf``).
             ``None``: no budget.
         checkpoint: file for checkpoints (atomic writes every ``checkpoint_every``
-            iterations, default ``eval_every``, and at the end); with ``resume=True`` an
-            existing checkpoint written with the same settings is continued, bit-identically
-            (a run that stopped on a failed solve or a divergence is not retried).
+            iterations, default ``eval_every``, at the end, on interruption and when the
+            run fails); with ``resume=True`` an existing checkpoint written with the same
+            settings is continued, bit-identically (a run that stopped on a failed solve or
+            a divergence is not retried).
         max_iterations: stop after this many iterations *in this call* (staged runs).
         name: label for messages.
 
@@ -380,18 +374,19 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
     Raises:
         TrainingError: invalid arguments, naming the argument.
     """
-    iterations = _check_int("iterations", iterations, 1)
-    batch_time = _check_int("batch_time", batch_time, 2)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    eval_every = _check_int("eval_every", eval_every, 1)
+    iterations = _check_int("iterations", iterations, minimum=1)
+    batch_time = _check_int("batch_time", batch_time, minimum=2)
+    batch_size = _check_int("batch_size", batch_size, minimum=1)
+    eval_every = _check_int("eval_every", eval_every, minimum=1)
     checkpoint_every = eval_every if checkpoint_every is None else _check_int(
-        "checkpoint_every", checkpoint_every, 1)
+        "checkpoint_every", checkpoint_every, minimum=1)
     if max_iterations is not None:
-        max_iterations = _check_int("max_iterations", max_iterations, 1)
+        max_iterations = _check_int("max_iterations", max_iterations, minimum=1)
+    seed = check_seed(seed)
     if eval_max_nfe is not None:
-        eval_max_nfe = _check_int("eval_max_nfe", eval_max_nfe, 1)
-    if grad_clip is not None and not (isinstance(grad_clip, numbers.Real) and grad_clip > 0):
-        raise TrainingError(f"grad_clip must be a positive number or None, got {grad_clip!r}")
+        eval_max_nfe = _check_int("eval_max_nfe", eval_max_nfe, minimum=1)
+    if grad_clip is not None:
+        grad_clip = _check_number("grad_clip", grad_clip, positive=True)
     if not hasattr(model, "time_scaling") or not hasattr(model, "dim"):
         raise TrainingError(f"model must be a ctdnn.TrajectoryODE, got {type(model).__name__}")
     label = name or f"{model.basis.kind} d={model.basis.degree} {model.time_scaling}"
@@ -414,85 +409,42 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
     data = data.to(dev, dtype)
     opt = make_optimizer(optimizer, model.parameters(), lr)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    config = _config(model, data, iterations, batch_time, batch_size, lr, optimizer, seed,
-                     eval_every, grad_clip, eval_max_nfe)
+    ckpt = None
+    if checkpoint is not None:
+        ckpt = Checkpoint(Path(checkpoint), "trajectory",
+                          _fingerprint(model, data, iterations, batch_time, batch_size, lr,
+                                       optimizer, seed, eval_every, grad_clip, eval_max_nfe),
+                          checkpoint_every)
     y_all, t_all = data.y, data.t
     tau = t_all[:batch_time] - t_all[0]  # equispaced samples: the same for every window
     steps = torch.arange(batch_time)
 
-    history = {k: [] for k in ("iteration", "loss", "nfe", "nfe_forward", "nfe_backward",
-                               "wall_time")}
-    evaluations = {k: [] for k in ("iteration", "train_rel_err", "val_rel_err", "nfe",
-                                   "eval_nfe", "wall_time")}
-    counts = {"train": SolverStats(), "eval_nfe": 0}
-    best = {"iteration": 0, "val": math.inf, "state": None}
-    start, ended = 0, None
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck.get("format") != CHECKPOINT_FORMAT or "stationary" not in ck:
-            raise TrainingError(f"{ckpt_path} is not a ctdnn stationary-ODE checkpoint")
-        if ck["config"] != config:
-            raise TrainingError(f"checkpoint {ckpt_path} was written with other settings "
-                                f"({ck['config']}); delete it or pass resume=False")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        gen.set_state(ck["generator"])
-        history, evaluations, start = ck["history"], ck["evaluations"], ck["iteration"]
-        counts = {"train": SolverStats(**ck["train_stats"]), "eval_nfe": ck["eval_nfe"]}
-        best = {"iteration": ck["best_iteration"], "val": ck["best_val"],
-                "state": ck["best_state"]}
-        ended = ck.get("ended")
-
-    wall0 = history["wall_time"][-1] if history["wall_time"] else 0.0
-    t_start = time.perf_counter()
-    status, message, solver_status = "completed", "", None
-    if ended is not None:  # a run that stopped on a failure is not retried
-        status, message, solver_status = ended
-    last_good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()),
-                 gen.get_state())
-
-    def save(iteration):
-        if ckpt_path is None:
-            return
-        _atomic_save({"format": CHECKPOINT_FORMAT, "stationary": True, "config": config,
-                      "model": _cpu_state(last_good[0]), "optimizer": last_good[1],
-                      "generator": last_good[2], "history": history,
-                      "evaluations": evaluations, "iteration": iteration,
-                      "train_stats": dataclasses.asdict(counts["train"]),
-                      "eval_nfe": counts["eval_nfe"], "best_iteration": best["iteration"],
-                      "best_val": best["val"], "best_state": best["state"],
-                      "ended": None if status == "completed" else (status, message,
-                                                                   solver_status)},
-                     ckpt_path)
+    run = Run(model, opt, gen, label=label, unit="iteration", total=iterations,
+              logs={"history": new_log(("iteration", "loss", "nfe", "nfe_forward",
+                                        "nfe_backward", "wall_time")),
+                    "evaluations": new_log(("iteration", "train_rel_err", "val_rel_err", "nfe",
+                                            "eval_nfe", "wall_time"))},
+              counters={"nfe_forward": 0, "nfe_backward": 0, "eval_nfe": 0},
+              checkpoint=ckpt, progress=progress)
+    if resume:
+        run.resume()
+    counts = run.counters  # training NFE (forward, backward) and evaluation NFE so far
 
     def evaluate(iteration):
         model.eval()
         val_err, nfe_v, _ = _region_error(model, data, "val", eval_max_nfe)
         train_err, nfe_t, _ = _region_error(model, data, "train", eval_max_nfe)
         counts["eval_nfe"] += nfe_v + nfe_t
-        evaluations["iteration"].append(iteration)
-        evaluations["train_rel_err"].append(train_err)
-        evaluations["val_rel_err"].append(val_err)
-        evaluations["nfe"].append(counts["train"].nfe)
-        evaluations["eval_nfe"].append(counts["eval_nfe"])
-        evaluations["wall_time"].append(wall0 + time.perf_counter() - t_start)
-        if val_err < best["val"] or best["state"] is None:
-            best.update(iteration=iteration, val=val_err, state=_cpu_state(model.state_dict()))
+        run.record("evaluations", iteration=iteration, train_rel_err=train_err,
+                   val_rel_err=val_err, nfe=counts["nfe_forward"] + counts["nfe_backward"],
+                   eval_nfe=counts["eval_nfe"])
+        run.offer_best(iteration, val_err)
         model.train()
         return val_err
 
-    stop = iterations if max_iterations is None else min(iterations, start + max_iterations)
-    if status != "completed":
-        stop = start
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=iterations, initial=start, desc=label, leave=False)
-    it = start
-    try:
+    with run.running(max_iterations) as iterations_to_run:
         model.train()
-        for it in range(start + 1, stop + 1):
+        for it in iterations_to_run:
             s = sample_windows(data.split, batch_time, batch_size, gen)
             idx = (s[None, :] + steps[:, None]).to(dev)  # (batch_time, batch_size)
             s = s.to(dev)
@@ -503,61 +455,40 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
                 pred = model(y_all[s], tau, offsets=t_all[s])
                 loss = (pred - target).abs().mean()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # a failed adjoint solve is raised from backward()
+                with solver_failures(model.dynamics):
+                    loss.backward()
             except SolverError as exc:
-                failure = exc.status, str(exc)
-            except (AssertionError, RuntimeError) as exc:  # a failed adjoint solve
-                kind = _classify(exc)
-                if kind == "failed":
-                    raise
-                failure = kind, str(exc).splitlines()[0][:200]
+                failure = exc
             after = model.total_stats
-            step = SolverStats(nfe_forward=after.nfe_forward - before.nfe_forward,
-                               nfe_backward=after.nfe_backward - before.nfe_backward)
-            counts["train"] += step
+            spent = (after.nfe_forward - before.nfe_forward,
+                     after.nfe_backward - before.nfe_backward)
             if failure is not None:
-                status, solver_status = "solver_failed", failure[0]
-                message = (f"{label}: the training solve of iteration {it} failed "
-                           f"({failure[1]}); stopped with the state after iteration {it - 1}")
-                break
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                status = "diverged"
-                message = (f"{label}: non-finite loss in iteration {it}; stopped with the "
-                           f"state after iteration {it - 1}")
+                run.fail(Status.SOLVER_FAILED, f"the training solve of iteration {it} failed "
+                         f"({failure})", failure.status)
+            elif not math.isfinite(loss_value := float(loss.detach())):
+                run.fail(Status.DIVERGED, f"non-finite loss in iteration {it}")
+            # The evaluations of this iteration were spent, whether or not it completed.
+            counts["nfe_forward"] += spent[0]
+            counts["nfe_backward"] += spent[1]
+            if run.failed:
                 break
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
-            history["iteration"].append(it)
-            history["loss"].append(loss_value)
-            history["nfe"].append(counts["train"].nfe)
-            history["nfe_forward"].append(counts["train"].nfe_forward)
-            history["nfe_backward"].append(counts["train"].nfe_backward)
-            history["wall_time"].append(wall0 + time.perf_counter() - t_start)
+            nfe = counts["nfe_forward"] + counts["nfe_backward"]
+            run.record(iteration=it, loss=loss_value, nfe=nfe,
+                       nfe_forward=counts["nfe_forward"], nfe_backward=counts["nfe_backward"])
             if it % eval_every == 0 or it == iterations:
                 evaluate(it)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3e}", nfe=counts["train"].nfe)
-            last_good = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()),
-                         gen.get_state())
-            if it % checkpoint_every == 0 or it == stop:
-                save(it)
-    finally:
-        if bar is not None:
-            bar.close()
-    done = history["iteration"][-1] if history["iteration"] else start
-    if status != "completed":
-        model.load_state_dict(last_good[0])
-        if not evaluations["iteration"] or evaluations["iteration"][-1] != done:
-            evaluate(done)  # the last good state is a candidate too
-        save(done)
-    elif done < iterations:
-        status, message = "partial", f"{label}: stopped after iteration {done} of {iterations}"
-    if best["state"] is None:
+            run.commit(it, loss=f"{loss_value:.3e}", nfe=nfe)
+    done, evaluations = run.done, run.logs["evaluations"]
+    if run.failed and (not evaluations["iteration"] or evaluations["iteration"][-1] != done):
+        evaluate(done)  # the last good state is a candidate too
+    run.finish()
+    if run.best.state is None:
         evaluate(done)
-    model.load_state_dict({k: v.to(dev) for k, v in best["state"].items()})
+    run.load_best(dev)
     model.eval()
 
     errors, predictions, rollout_status, test_nfe = {}, {}, {}, 0
@@ -568,7 +499,7 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
             nfe = stats.nfe
             err = float(relative_error(pred, data.y[sl]))
             errors[region] = err if math.isfinite(err) else math.inf
-            rollout_status[region] = "ok" if math.isfinite(err) else "non_finite"
+            rollout_status[region] = Status.OK if math.isfinite(err) else Status.NON_FINITE
             predictions[region] = pred.detach().to("cpu", torch.float64)
         except SolverError as exc:
             nfe, errors[region], rollout_status[region] = exc.stats.nfe, math.inf, exc.status
@@ -578,11 +509,11 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
         if region == "test":
             test_nfe = nfe
     return TrajectoryTrainResult(
-        status=status, message=message, solver_status=solver_status,
-        iterations_completed=done, history=history, evaluations=evaluations,
-        best_iteration=best["iteration"], best_val_rel_err=best["val"],
-        best_state=best["state"], train_rel_err=errors["train"], val_rel_err=errors["val"],
-        test_rel_err=errors["test"], test_nfe=test_nfe, train_nfe=counts["train"].nfe,
+        status=run.status, message=run.message, solver_status=run.solver_status,
+        iterations_completed=done, history=run.history, evaluations=evaluations,
+        best_iteration=run.best.step, best_val_rel_err=run.best.score,
+        best_state=run.best.state, train_rel_err=errors["train"], val_rel_err=errors["val"],
+        test_rel_err=errors["test"], test_nfe=test_nfe,
+        train_nfe=counts["nfe_forward"] + counts["nfe_backward"],
         eval_nfe=counts["eval_nfe"], n_time_parameters=model.n_time_parameters,
-        predictions=predictions, rollout_status=rollout_status,
-        wall_time=wall0 + time.perf_counter() - t_start)
+        predictions=predictions, rollout_status=rollout_status, wall_time=run.clock())

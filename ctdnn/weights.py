@@ -9,7 +9,7 @@ from torch import nn
 
 from .bases import Basis
 
-__all__ = ["TimeVaryingParameter", "TimeVaryingLinear"]
+__all__ = ["TimeVaryingParameter", "TimeVaryingLinear", "stack_coefficients", "stacked_sizes"]
 
 
 class TimeVaryingParameter(nn.Module):
@@ -80,7 +80,7 @@ class TimeVaryingLinear(nn.Module):
         super().__init__()
         bound = 1.0 / math.sqrt(n_in)
         init = torch.empty(n_out, n_in + 1).uniform_(-bound, bound)
-        self.n_in = n_in
+        self.n_in, self.n_out = n_in, n_out
         self.theta = TimeVaryingParameter(basis, (n_out, n_in + 1), init)
 
     def weights(self, basis_matrix: torch.Tensor):
@@ -91,3 +91,24 @@ class TimeVaryingLinear(nn.Module):
     def l2_norm_squared(self) -> torch.Tensor:
         """``int_0^T (||K(t)||_F^2 + ||b(t)||^2) dt``."""
         return self.theta.l2_norm_squared()
+
+
+def stack_coefficients(layers) -> torch.Tensor:
+    """All layers' coefficients side by side, so one matmul gives every weight at a time.
+
+    Args:
+        layers: :class:`TimeVaryingLinear` layers on one basis.
+
+    Returns:
+        ``(n_functions, sum_l out_l (in_l + 1))``: each layer's ``theta.coefficients``
+        flattened, in order. ``basis_row @ stacked`` split at :func:`stacked_sizes` gives
+        every layer's ``[K(t) | b(t)]`` in the layout of :meth:`ctdnn.TimeVaryingLinear.weights`;
+        the stacking is differentiable, so gradients reach each layer's coefficients.
+    """
+    return torch.cat([layer.theta.coefficients.reshape(layer.theta.n_functions, -1)
+                      for layer in layers], dim=1)
+
+
+def stacked_sizes(layers) -> list[int]:
+    """Column counts of the blocks of :func:`stack_coefficients`: ``out_l (in_l + 1)``."""
+    return [layer.n_out * (layer.n_in + 1) for layer in layers]

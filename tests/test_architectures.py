@@ -195,3 +195,109 @@ def test_none_without_n_steps_for_neural_ode():
 def test_weight_times_option_validated():
     with pytest.raises(ValueError, match="weight_times"):
         ctdnn.ResNet(3, 2, weight_times="matlab")
+
+
+# -- weight values at given times ---------------------------------------------------------
+
+def _numpy_weights(coeffs, values):
+    """sum_j c_j p_j(t) by hand: coeffs (n_functions, out, in + 1), values (n_times, n_functions)."""
+    W = np.einsum("tj,joi->toi", values, coeffs)
+    return W[..., :-1], W[..., -1]
+
+
+def _legendre_values(s, n_functions, interval, normalized=False):
+    """Shifted Legendre P_j(2 s / interval - 1) from numpy's Legendre module."""
+    x = 2.0 * np.asarray(s, dtype=np.float64) / interval - 1.0
+    cols = []
+    for j in range(n_functions):
+        v = npleg.legval(x, np.eye(n_functions)[j])
+        cols.append(v * np.sqrt((2 * j + 1) / interval) if normalized else v)
+    return np.stack(cols, axis=-1)
+
+
+@pytest.mark.parametrize("cls", [ctdnn.ResNet, ctdnn.HamiltonianNet])
+@pytest.mark.parametrize("normalized", [False, True])
+def test_weights_at_equals_a_numpy_legendre_sum(f64, cls, normalized):
+    model = cls(3, 2, width=4, n_steps=6, T=2.5, basis="legendre", degree=4, normalized=normalized)
+    _randomise(model, seed=3)
+    t = np.array([0.0, 0.3, 1.1, 2.0, 2.5])
+    (K, b), = model.weights_at(torch.tensor(t))
+    assert K.shape == (5, 4, 4) and b.shape == (5, 4) and K.dtype == torch.float64
+    C = model.layer.theta.coefficients.detach().numpy()
+    K_ref, b_ref = _numpy_weights(C, _legendre_values(t, 5, 2.5, normalized))
+    np.testing.assert_allclose(K.detach().numpy(), K_ref, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(b.detach().numpy(), b_ref, rtol=1e-13, atol=1e-13)
+    # at the step times they are the weights the network steps with
+    K_steps, b_steps = model.step_weights()
+    (K2, b2), = model.weights_at(model.step_times)
+    torch.testing.assert_close(K2, K_steps, rtol=0, atol=1e-14)
+    torch.testing.assert_close(b2, b_steps, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("time_scaling", ["rescaled", "unscaled"])
+def test_weights_at_of_a_two_layer_neural_ode(f64, time_scaling):
+    T = 4.0
+    model = ctdnn.NeuralODE(3, 2, width=4, hidden=6, T=T, basis="legendre", degree=3,
+                            time_scaling=time_scaling)
+    _randomise(model, seed=5)
+    t = np.linspace(0.0, T, 7)
+    pairs = model.weights_at(torch.tensor(t))
+    assert [(K.shape, b.shape) for K, b in pairs] == [((7, 6, 4), (7, 6)), ((7, 4, 6), (7, 4))]
+    # rescaled: the basis lives on [0, 1] at t / T; unscaled: on [0, T] at t
+    s, interval = (t / T, 1.0) if time_scaling == "rescaled" else (t, T)
+    values = _legendre_values(s, 4, interval)
+    for (K, b), layer in zip(pairs, model.dynamics.layers):
+        K_ref, b_ref = _numpy_weights(layer.theta.coefficients.detach().numpy(), values)
+        np.testing.assert_allclose(K.detach().numpy(), K_ref, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(b.detach().numpy(), b_ref, rtol=1e-13, atol=1e-13)
+
+
+def test_weights_at_of_unscaled_monomials(f64):
+    # monomials at absolute time: t**j with t up to T (the authors' earlier setting)
+    model = ctdnn.NeuralODE(2, 1, width=3, T=5.0, basis="monomial", degree=3,
+                            time_scaling="unscaled")
+    _randomise(model, seed=7)
+    t = np.array([0.0, 1.5, 5.0])
+    (K, b), = model.weights_at(torch.tensor(t))
+    values = np.stack([t ** j for j in range(4)], axis=-1)
+    K_ref, b_ref = _numpy_weights(model.dynamics.layers[0].theta.coefficients.detach().numpy(),
+                                  values)
+    np.testing.assert_allclose(K.detach().numpy(), K_ref, rtol=1e-13)
+    np.testing.assert_allclose(b.detach().numpy(), b_ref, rtol=1e-13)
+
+
+def test_weights_at_drive_the_trajectory_right_hand_side(f64):
+    model = ctdnn.TrajectoryODE(2, hidden=5, T=25.0, basis="legendre", degree=3)
+    _randomise(model, scale=0.3, seed=2)
+    y = torch.randn(1, 2)
+    for t in (0.0, 7.5, 25.0):
+        (K1, b1), (K2, b2) = model.weights_at(t)
+        assert K1.shape == (5, 2) and K2.shape == (2, 5)
+        expected = torch.tanh(y ** 3 @ K1.T + b1) @ K2.T + b2
+        torch.testing.assert_close(model.dynamics.rhs(torch.tensor(t), y), expected,
+                                   rtol=1e-13, atol=1e-13)
+
+
+def test_weights_at_shapes_gradients_and_bad_times(f64):
+    model = ctdnn.ResNet(2, 1, width=3, T=1.0, degree=2)
+    (K, b), = model.weights_at(torch.full((2, 4), 0.5))
+    assert K.shape == (2, 4, 3, 3) and b.shape == (2, 4, 3)
+    (K, b), = ctdnn.weights_at(model, 0.25)
+    assert K.shape == (3, 3) and b.shape == (3,)
+    (K.sum() + b.sum()).backward()  # differentiable in the coefficients
+    assert model.layer.theta.coefficients.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\] = \[0, 1\]"):
+        model.weights_at(torch.tensor([0.0, 1.5]))
+    with pytest.raises(ValueError, match="t must lie"):
+        model.weights_at(float("nan"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_weights_at_follows_the_model_to_cuda():
+    model = ctdnn.NeuralODE(2, 1, width=3, hidden=4, T=2.0).cuda()
+    cpu = [(K.cpu(), b.cpu()) for K, b in model.weights_at(torch.tensor([0.0, 1.0]))]
+    pairs = model.weights_at(torch.tensor([0.0, 1.0]))
+    assert all(K.is_cuda and b.is_cuda for K, b in pairs)
+    for (K, b), (Kc, bc) in zip(pairs, cpu):
+        torch.testing.assert_close(K.cpu(), Kc)
+        torch.testing.assert_close(b.cpu(), bc)

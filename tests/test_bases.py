@@ -120,3 +120,64 @@ def test_bad_arguments(call, match):
 def test_degree_must_be_integer():
     with pytest.raises(TypeError, match="degree must be an integer"):
         ctdnn.make_basis("legendre", 2.5)
+
+
+ROW_BASES = [("monomial", {"degree": 4}, 2.5), ("legendre", {"degree": 5}, 2.5),
+             ("legendre", {"degree": 3, "normalized": True}, 4.0), ("legendre", {"degree": 0}, 1.0),
+             ("none", {"n_steps": 5}, 2.5)]
+
+
+@pytest.mark.parametrize("kind,kwargs,T", ROW_BASES)
+def test_row_equals_tensor_evaluation_bit_for_bit(kind, kwargs, T):
+    basis = ctdnn.make_basis(kind, T=T, **kwargs)
+    for t in [0.0, 0.1, 0.37 * T, 0.5 * T, T / 5 * 2, 0.999 * T, T, 1.3 * T, -0.2]:
+        expected = basis(torch.tensor(t, dtype=torch.float64)).tolist()
+        assert basis.row(t) == expected, t
+
+
+@pytest.mark.parametrize("T", [1.0, 3.0])
+def test_row_derivative_against_numpy(T):
+    rng = np.random.default_rng(0)
+    for t in rng.uniform(0, T, size=7):
+        s = 2 * t / T - 1
+        legendre = ctdnn.make_basis("legendre", 5, T=T)
+        expected = [npleg.legval(s, npleg.legder(np.eye(6)[j])) * 2 / T for j in range(6)]
+        np.testing.assert_allclose(legendre.row_derivative(t), expected, rtol=1e-12, atol=1e-12)
+        normalized = ctdnn.make_basis("legendre", 5, T=T, normalized=True)
+        scale = np.sqrt((2 * np.arange(6) + 1) / T)
+        np.testing.assert_allclose(normalized.row_derivative(t), scale * expected, rtol=1e-12,
+                                   atol=1e-12)
+        monomial = ctdnn.make_basis("monomial", 4, T=T)
+        np.testing.assert_allclose(monomial.row_derivative(t),
+                                   [j * t ** (j - 1) if j else 0.0 for j in range(5)], rtol=1e-13)
+    assert ctdnn.make_basis("none", n_steps=3).row_derivative(0.5) == [0.0, 0.0, 0.0]
+
+
+def test_piecewise_constant_row_edges():
+    basis = ctdnn.make_basis("none", n_steps=4, T=2.0)
+    assert [basis.row(t).index(1.0) for t in (0.0, 0.49, 0.5, 1.99, 2.0, 7.0, -1.0)] == \
+        [0, 0, 1, 3, 3, 3, 0]
+    assert basis.row(float("nan")) == [1.0, 0.0, 0.0, 0.0]
+    assert basis.row(float("inf")).index(1.0) == 3
+
+
+@pytest.mark.parametrize("kind,kwargs,T", ROW_BASES)
+def test_scalar_row_values_and_gradient(kind, kwargs, T):
+    basis = ctdnn.make_basis(kind, T=T, **kwargs)
+    scale = 0.7
+    t = torch.tensor(0.63, dtype=torch.float64, requires_grad=True)
+    row = basis.scalar_row(t, scale)
+    ref = basis(scale * t).reshape(1, -1)  # the tensor recurrence, through autograd
+    assert row.shape == (1, basis.n_functions) and torch.equal(row, ref.detach())
+    w = torch.randn(basis.n_functions, dtype=torch.float64)
+    (g,) = torch.autograd.grad((row[0] * w).sum(), t)
+    if ref.requires_grad:
+        (g_ref,) = torch.autograd.grad((ref[0] * w).sum(), t)
+    else:  # degree 0: the recurrence is a constant, not even in the graph
+        g_ref = torch.zeros((), dtype=torch.float64)
+    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+    if kind != "none":  # a jump has no derivative; elsewhere check numerically
+        assert torch.autograd.gradcheck(lambda tt: basis.scalar_row(tt, scale), (t,))
+    with torch.no_grad():
+        assert not basis.scalar_row(t, scale).requires_grad
+    assert basis.scalar_row(t.detach().float(), scale).dtype == torch.float32

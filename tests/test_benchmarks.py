@@ -83,14 +83,16 @@ def test_loop_reference_builds_weights_per_layer_from_the_basis():
         torch.testing.assert_close(b, expected_b, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("adjoint", [False, True])
+@pytest.mark.parametrize("adjoint,per_parameter", [(False, False), (True, False),
+                                                   (False, True)])
 @pytest.mark.parametrize("basis", ["legendre", "monomial"])
-def test_per_sample_node_matches_ctdnn_outputs_gradients_and_nfe(adjoint, basis):
+def test_per_sample_node_matches_ctdnn_outputs_gradients_and_nfe(adjoint, per_parameter, basis):
     torch.manual_seed(0)
     model = ctdnn.NeuralODE(4, 3, width=5, hidden=7, T=1.0, basis=basis, degree=3, rtol=1e-5,
                             atol=1e-7, adjoint=adjoint).double()
     _randomise(model, 0.2, seed=2)  # time-varying dynamics: 50 to 70 evaluations
-    reference = ref.PerSampleNODE.from_ctdnn(model)
+    reference = ref.PerSampleNODE.from_ctdnn(model, per_parameter=per_parameter)
+    assert len(reference.func.time_params) == (4 if per_parameter else 2)
     x = torch.randn(6, 4, dtype=torch.float64)
     y = torch.randn(6, 3, dtype=torch.float64)
     out = model(x)
@@ -104,6 +106,26 @@ def test_per_sample_node_matches_ctdnn_outputs_gradients_and_nfe(adjoint, basis)
     if adjoint:
         assert model.stats.nfe_backward > 0
     _grads_equal(model, reference, rel=1e-8)
+
+
+def test_static_node_is_a_plain_mlp_ode():
+    # With zero dynamics the state does not move, so the output is the closing layer of
+    # tanh(opening(x)); the right-hand side is the plain MLP; nfe counts calls.
+    torch.manual_seed(0)
+    net = ref.StaticNODE(3, 2, width=4, hidden=5, rtol=1e-6, atol=1e-8).double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    with torch.no_grad():
+        for p in net.net.parameters():
+            p.zero_()
+    expected = net.closing(torch.tanh(net.opening(x)))
+    torch.testing.assert_close(net(x), expected, rtol=1e-14, atol=1e-14)
+    assert net.nfe > 0
+    u = torch.randn(6, 4, dtype=torch.float64)
+    torch.manual_seed(1)
+    for p in net.net.parameters():
+        torch.nn.init.normal_(p)
+    W1, b1, W2, b2 = (p.detach() for p in net.net.parameters())
+    torch.testing.assert_close(net.rhs(0.0, u), torch.tanh(u @ W1.T + b1) @ W2.T + b2)
 
 
 def test_per_sample_dynamics_loops_over_samples():
@@ -132,7 +154,8 @@ def test_run_produces_rows_and_valid_json(tmp_path):
                      log=messages.append)
     ids = [r["id"] for r in rows]
     assert ids == ["a-resnet", "a-hamiltonian", "b-node-adjoint", "b-node-backprop",
-                   "c-basis", "d-K1", "d-K1-seq", "d-K2", "d-K2-seq"]
+                   "b-node-nfe", "b-node-nfe-static", "c-basis", "d-K1", "d-K1-seq", "d-K2",
+                   "d-K2-seq"]
     assert any("CUDA rows skipped" in m for m in messages)
     for r in rows:
         assert REQUIRED <= set(r), r["id"]
@@ -143,6 +166,12 @@ def test_run_produces_rows_and_valid_json(tmp_path):
         assert r["nfe_equal"] and r["nfe_forward"] == r["reference_nfe_forward"] > 0
     assert rows[2]["nfe_backward"] == rows[2]["reference_nfe_backward"] > 0
     assert rows[3]["nfe_backward"] == 0
+    nfe_row, static_row = rows[4], rows[5]
+    assert nfe_row["nfe_forward"] > 0 and nfe_row["reference_nfe_forward"] > 0
+    assert nfe_row["verdict"] in ("PASS", "MISS") and static_row["verdict"] == "INFO"
+    assert nfe_row["unit"] == "seconds per forward NFE"
+    # per NFE: well below the time of one iteration
+    assert nfe_row["subject_median_s"] < rows[3]["subject_median_s"]
     assert [r["verdict"] for r in rows if r["id"].startswith("d-")] == ["INFO"] * 4
     table = bench.format_table(rows)
     assert all(r["id"] in table for r in rows) and "goals:" in table
@@ -162,6 +191,10 @@ def test_verdicts_follow_the_goals():
     assert bench._verdict("c", 1.049) == "PASS" and bench._verdict("c", 0.94) == "MISS"
     assert bench._verdict("d", 2.5) == "PASS" and bench._verdict("d", 2.6) == "MISS"
     assert bench._verdict("a", float("nan")) == "MISS"
+    # per NFE: both the absolute time and the ratio must meet their goals
+    assert bench._verdict("b-nfe", 40.0, subject_s=0.3e-3) == "PASS"
+    assert bench._verdict("b-nfe", 40.0, subject_s=0.4e-3) == "MISS"
+    assert bench._verdict("b-nfe", 30.0, subject_s=0.3e-3) == "MISS"
 
 
 def test_measure_interleaves_variants():

@@ -3,9 +3,12 @@
 The book must have been built before (``./run.sh test`` builds it from the smoke preset);
 ``CTDNN_BOOK_DIR`` names its HTML folder (``.../_build/html``). The tests serve that folder
 over HTTP on 127.0.0.1, open every page of ``_toc.yml`` in Debian's chromium through
-Playwright, and check what a reader would see: the page loads, no traceback or error output
-is shown, every image loads, internal links lead to built pages, and the reproduction summary
-holds its table. A full-page screenshot of each page goes to
+Playwright, and check what a reader would see on every page: it loads with a title of its own
+(no two pages share one), the provenance banner where results are shown, no traceback, no
+error, warning or other stderr output, no absolute path of a machine, no raw LaTeX outside
+rendered math, every image loads and internal links lead to built files. The reproduction
+summary opens with its counts and holds one row per claim; the introduction shows the results
+at a glance. A full-page screenshot of each page goes to
 ``test-artifacts/screenshots/<page>.png``.
 
 Skipped, with the reason, when ``CTDNN_BOOK_DIR`` is unset or holds no built book, when
@@ -15,8 +18,10 @@ Skipped, with the reason, when ``CTDNN_BOOK_DIR`` is unset or holds no built boo
 from __future__ import annotations
 
 import functools
+import html.parser
 import http.server
 import os
+import re
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -34,6 +39,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 SUMMARY_PAGE = "book/generated/06_summary"
 TRACEBACK = "Traceback (most recent call last)"
+VERDICTS = {"reproduced", "partly", "not reproduced", "inconclusive"}
+#: Pages that show results and must open with the provenance banner (preset, data sources).
+NO_BANNER = {"book/generated/07_reproducibility"}
+# Folders that begin the absolute paths of a machine (home folders, temporary files, caches).
+ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.:/~-])(?:/(?:home|root|tmp|work|usr|var|opt|mnt|srv|private|Users|proc|etc)/"
+    r"[^\s'\"<>]*|[A-Za-z]:\\[^\s'\"<>]+)")
+# TeX that reached the reader as text: display or inline delimiters, or dollar math with
+# TeX syntax inside (a price never holds a backslash, a caret or an underscore).
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\$[^$\n]*[\\^_{}][^$\n]*\$")
+WARNING_TEXT = re.compile(r"\b\w*Warning\b:")
 
 
 def toc_pages(toc_file: Path = ROOT / "_toc.yml") -> list[str]:
@@ -56,6 +72,7 @@ def toc_pages(toc_file: Path = ROOT / "_toc.yml") -> list[str]:
 
 
 PAGES = toc_pages()
+RESULT_PAGES = [d for d in PAGES if d.startswith("book/generated/") and d not in NO_BANNER]
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +188,54 @@ def _broken_links(page, server, book_dir) -> list[str]:
     return sorted(broken)
 
 
+# The visible text of the page, without its math (Sphinx's .math elements hold the TeX that
+# MathJax typesets; the test blocks every address but the book's, so MathJax does not run),
+# its code (which may show "$" legitimately) and the hidden parts of the theme.
+_TEXT_OUTSIDE_MATH = """
+() => {
+    const main = document.querySelector("main") || document.body;
+    const copy = main.cloneNode(true);
+    copy.querySelectorAll(".math, mjx-container, script, style, pre, code, .highlight")
+        .forEach(node => node.remove());
+    return copy.textContent;
+}
+"""
+
+
+# All text of the page's content, folded code and outputs included.
+_ALL_TEXT = "() => (document.querySelector('main') || document.body).textContent"
+
+
+class _Title(html.parser.HTMLParser):
+    """The <title> of an HTML file."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside, self.title = False, ""
+
+    def handle_starttag(self, tag, attrs):
+        self.inside = tag == "title"
+
+    def handle_endtag(self, tag):
+        self.inside = False
+
+    def handle_data(self, data):
+        if self.inside:
+            self.title += data
+
+
+def test_every_page_has_a_title_of_its_own(book_dir):
+    """The browser tab, the sidebar and previous/next show the title: no two pages share one."""
+    titles = {}
+    for doc in PAGES:
+        parser = _Title()
+        parser.feed((book_dir / f"{doc}.html").read_text(encoding="utf-8"))
+        titles.setdefault(" ".join(parser.title.split()), []).append(doc)
+    shared = {t: docs for t, docs in titles.items() if len(docs) > 1}
+    assert not shared, f"pages sharing a title: {shared}"
+    assert "" not in titles, f"pages without a title: {titles.get('')}"
+
+
 @pytest.mark.parametrize("doc", PAGES)
 def test_page_renders_cleanly(page, server, book_dir, doc):
     """One visit per page; every problem found is reported together, with a screenshot."""
@@ -184,15 +249,33 @@ def test_page_renders_cleanly(page, server, book_dir, doc):
 
     if not page.locator("h1").first.inner_text().strip():
         problems.append("no page title (h1)")
+    if not page.title().strip():
+        problems.append("no <title>")
+    if doc in RESULT_PAGES and page.locator(".ctdnn-banner").count() != 1:
+        problems.append(f"{page.locator('.ctdnn-banner').count()} provenance banners "
+                        "(.ctdnn-banner) instead of one")
     if TRACEBACK in page.inner_text("body"):
         problems.append("the page shows a Python traceback")
     failed_cells = page.locator(".output.traceback, .output.error")
     if failed_cells.count():
         problems.append(f"{failed_cells.count()} error output(s), the first: "
                         f"{failed_cells.first.inner_text()[:300]!r}")
-    stderr = [s for s in page.locator(".output.stderr").all_inner_texts() if "Error" in s]
+    stderr = page.locator(".output.stderr").all_inner_texts()
     if stderr:
-        problems.append(f"an error on stderr: {stderr[0][:300]!r}")
+        problems.append(f"{len(stderr)} stderr output block(s), the first: {stderr[0][:300]!r}")
+    for output in page.locator(".cell_output").all_inner_texts():
+        found = WARNING_TEXT.search(output)
+        if found:
+            problems.append("a warning in a cell's output: "
+                            f"{output[max(0, found.start() - 100):found.end() + 100]!r}")
+            break
+    paths = sorted(set(ABSOLUTE_PATH.findall(page.evaluate(_ALL_TEXT))))
+    if paths:
+        problems.append(f"absolute paths of a machine on the page: {paths[:5]}")
+    text = page.evaluate(_TEXT_OUTSIDE_MATH)
+    tex = sorted({m.group(0)[:60] for m in RAW_TEX.finditer(text)})
+    if tex:
+        problems.append(f"raw LaTeX outside rendered math: {tex[:5]}")
     broken_images = [img["src"] for img in images if not img["loaded"]]
     if broken_images:
         problems.append(f"images that did not load: {broken_images}")
@@ -204,10 +287,26 @@ def test_page_renders_cleanly(page, server, book_dir, doc):
 
 def test_navigation_lists_every_page(page, server):
     _open(page, server, PAGES[0])
-    hrefs = page.eval_on_selector_all("nav a[href]", "links => links.map(a => a.href)")
-    linked = {unquote(urlsplit(h).path).lstrip("/") for h in hrefs}
+    links = page.eval_on_selector_all(
+        "nav.bd-links a[href]", "links => links.map(a => [a.href, a.textContent.trim()])")
+    linked = {unquote(urlsplit(h).path).lstrip("/") for h, _ in links}
     missing = [doc for doc in PAGES[1:] if f"{doc}.html" not in linked]
     assert not missing, f"pages missing from the navigation: {missing}"
+    names = [name for _, name in links]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    assert not repeated, f"sidebar entries that read the same: {repeated}"
+
+
+def test_introduction_shows_the_build_at_a_glance(page, server):
+    """The preset, the data sources and every verdict, on the first page a reader sees."""
+    _open(page, server, PAGES[0])
+    assert page.locator(".ctdnn-banner").count() == 1, "no provenance banner on the introduction"
+    banner = page.locator(".ctdnn-banner").inner_text()
+    assert "Preset" in banner and ("sha256" in banner or "simulated" in banner), banner
+    glance = page.locator(".ctdnn-glance")
+    assert glance.count() == 1, "no verdict table (.ctdnn-glance) on the introduction"
+    verdicts = {v.strip() for v in glance.locator(".ctdnn-verdict").all_inner_texts()}
+    assert verdicts and verdicts <= VERDICTS, verdicts
 
 
 def test_summary_has_the_reproduction_table(page, server, book_dir):
@@ -219,10 +318,38 @@ def test_summary_has_the_reproduction_table(page, server, book_dir):
     rows = table.locator("tbody tr")
     assert rows.count() >= 1, "the reproduction summary table has no rows"
     header = [h.strip().lower() for h in table.locator("thead th").all_inner_texts()]
-    for column in ("claim", "paper", "ours", "verdict", "rule"):
-        assert column in header, f"column {column!r} missing from the summary table: {header}"
-    verdicts = {v.strip() for v in rows.locator("td:nth-child(4)").all_inner_texts()}
-    assert verdicts <= {"reproduced", "partly", "not reproduced"}, verdicts
+    assert header == ["claim", "paper", "verdict", "ours", "rule"], header
+    # The counts come first: above the table in the page.
+    counts = page.locator(".ctdnn-counts")
+    assert counts.count() == 1, "the summary has no verdict counts (.ctdnn-counts)"
+    above = page.evaluate("""() => {
+        const c = document.querySelector('.ctdnn-counts');
+        const t = document.querySelector('#reproduction-summary');
+        return !!(c.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_FOLLOWING); }""")
+    assert above, "the verdict counts must come before the table"
+    # One badge per data set in each row's verdict cell, and only the four verdicts.
+    claims = [t.strip() for t in rows.locator("td:nth-child(1) code").all_inner_texts()]
+    assert len(claims) == len(set(claims)), f"a claim has more than one row: {claims}"
+    for i in range(rows.count()):
+        badges = rows.nth(i).locator("td:nth-child(3) .ctdnn-verdict").all_inner_texts()
+        assert badges and {b.strip() for b in badges} <= VERDICTS, (claims[i], badges)
+        assert rows.nth(i).locator("td:nth-child(2)").inner_text().strip(), \
+            f"{claims[i]}: no paper's number (or 'not given')"
+    # The rule links lead to footnotes on the page, each rule stated once.
+    targets = {h.split("#", 1)[1] for h in rows.locator("td:nth-child(5) a").evaluate_all(
+        "links => links.map(a => a.getAttribute('href'))")}
+    assert targets, "no rule links"
+    for target in targets:
+        assert page.locator(f"[id='{target}']").count() == 1, f"rule footnote {target} missing"
+    # The results can be downloaded: the archive, the CSV, and what the links point to exists.
+    downloads = page.eval_on_selector_all(
+        "a.download, a[download], a[href*='_downloads/']",
+        "links => links.map(a => a.getAttribute('href'))")
+    names = {Path(unquote(urlsplit(h).path)).name for h in downloads}
+    assert {"ctdnn-results.zip", "claims.csv"} <= names, f"downloads offered: {sorted(names)}"
+    page_dir = (book_dir / SUMMARY_PAGE).parent
+    for href in downloads:
+        assert (page_dir / unquote(urlsplit(href).path)).resolve().is_file(), href
 
 
 @pytest.mark.parametrize("doc", [d for d in PAGES if d.startswith("book/generated/")])

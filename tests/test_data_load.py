@@ -8,7 +8,9 @@ place of the real modules, so they run in milliseconds.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import types
@@ -23,7 +25,7 @@ import torch
 import ctdnn.data as cd
 from ctdnn.__main__ import main
 from ctdnn.data import sources
-from ctdnn.data.cache import atomic_write, simulated_cache_dir
+from ctdnn.data.cache import atomic_write, save_arrays, simulated_cache_dir
 
 ELM_SHA = "e0b1daed8b835eab8595a87e20798c17dc251cf569c35f6eac6120dcaf906bb2"
 CDR_SHA = "1a19f4f69636ec6f0eac0de2bc73bc38b6a3d27e39f155f55b8c036b499d042a"
@@ -251,17 +253,36 @@ def test_dcr_paper_file_split_and_centering(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 
 
-def _fake_downloader(payload: bytes | None):
+def _fake_downloader(*payloads: bytes | None | Exception):
+    """pooch.HTTPDownloader stand-in: the i-th call writes payloads[i] (the last repeats).
+
+    An exception payload is raised; ``None`` raises a plain ConnectionError, which pooch
+    does not retry. ``Downloader.urls`` records every address asked for.
+    """
     class Downloader:
+        urls: list[str] = []
+
         def __init__(self, progressbar=False, timeout=None, **kwargs):
             assert timeout is not None and timeout <= 60
 
         def __call__(self, url, output_file, pooch, check_only=False):
+            payload = payloads[min(len(Downloader.urls), len(payloads) - 1)]
+            Downloader.urls.append(url)
             if payload is None:
                 raise ConnectionError("network unreachable")
+            if isinstance(payload, Exception):
+                raise payload
             Path(output_file).write_bytes(payload)
 
     return Downloader
+
+
+@pytest.fixture
+def no_retry_wait(monkeypatch):
+    """pooch waits 1, 2, 3 s between download attempts; the tests need not."""
+    import pooch.core
+
+    monkeypatch.setattr(pooch.core.time, "sleep", lambda seconds: None)
 
 
 def test_download_is_verified_and_cached(paper_data_dir, ctdnn_cache_dir, monkeypatch):
@@ -273,22 +294,76 @@ def test_download_is_verified_and_cached(paper_data_dir, ctdnn_cache_dir, monkey
     monkeypatch.setattr(pooch, "HTTPDownloader", _fake_downloader(good))
     data = cd.load("ELM", source="paper")
     assert data.meta["file"]["location"] == "download"
-    assert _files(ctdnn_cache_dir) == [ctdnn_cache_dir / "paper" / "NNERDS.mat"]
+    assert data.meta["file"]["sha256"] == ELM_SHA
+    cached = ctdnn_cache_dir / "paper" / "NNERDS.mat"
+    assert _files(ctdnn_cache_dir) == [cached]
+    # an ordinary file (0666 less the umask), not pooch's private temporary-file mode
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o666 & ~umask
     # a second load finds it in the cache, even offline
     monkeypatch.setenv("CTDNN_OFFLINE", "1")
     assert cd.load("ELM", source="paper").meta["file"]["location"] == "cache"
 
 
-def test_bad_or_failed_download_leaves_nothing(ctdnn_cache_dir, monkeypatch):
+def test_bad_or_failed_download_leaves_nothing(ctdnn_cache_dir, monkeypatch, no_retry_wait):
     import pooch
 
     monkeypatch.setenv("CTDNN_OFFLINE", "0")
-    monkeypatch.setattr(pooch, "HTTPDownloader", _fake_downloader(b"garbage" * 100))
+    garbage = _fake_downloader(b"garbage" * 100)
+    monkeypatch.setattr(pooch, "HTTPDownloader", garbage)
     with pytest.raises(cd.DataUnavailableError, match="expected sha256"):
         cd.load("CDR", source="paper")
+    # a checksum mismatch is retried (it may be a broken transfer), then refused
+    assert garbage.urls == [sources.PAPER_FILES["CDR"].url] * (1 + sources.DOWNLOAD_RETRIES)
     monkeypatch.setattr(pooch, "HTTPDownloader", _fake_downloader(None))
     with pytest.raises(cd.DataUnavailableError, match="network unreachable"):
         cd.load("CDR", source="paper")
+    assert _files(ctdnn_cache_dir) == []
+
+
+def test_registry_is_a_pooch_of_the_pinned_files(ctdnn_cache_dir):
+    import pooch
+
+    reg = sources.registry()
+    assert isinstance(reg, pooch.Pooch)
+    assert Path(reg.abspath) == ctdnn_cache_dir / "paper"  # follows CTDNN_CACHE_DIR
+    assert reg.registry == {"NNERDS.mat": f"sha256:{ELM_SHA}", "CDR_Data.mat": f"sha256:{CDR_SHA}",
+                            "DCR_Data.mat": None}
+    assert reg.urls["DCR_Data.mat"] == sources.PAPER_FILES["DCR"].url
+    assert reg.retry_if_failed == sources.DOWNLOAD_RETRIES >= 1
+
+
+def test_transient_download_failures_are_retried(paper_data_dir, ctdnn_cache_dir, monkeypatch,
+                                                 no_retry_wait):
+    import pooch
+    import requests
+
+    monkeypatch.delenv("CTDNN_DATA_DIR")
+    monkeypatch.setenv("CTDNN_OFFLINE", "0")
+    flaky = _fake_downloader(requests.exceptions.ConnectionError("reset by peer"),
+                             b"half a file",
+                             (paper_data_dir / "CDR_Data.mat").read_bytes())
+    monkeypatch.setattr(pooch, "HTTPDownloader", flaky)
+    located = cd.fetch("CDR", progress=False)
+    assert located.location == "download" and located.sha256 == CDR_SHA
+    assert len(flaky.urls) == 3
+    assert _files(ctdnn_cache_dir) == [ctdnn_cache_dir / "paper" / "CDR_Data.mat"]
+
+
+def test_dcr_download_is_checked_before_it_gets_its_name(ctdnn_cache_dir, monkeypatch, tmp_path):
+    import io
+
+    import pooch
+
+    monkeypatch.setenv("CTDNN_OFFLINE", "0")
+    buffer = io.BytesIO()
+    C = np.ones((882, 10000))
+    C[5, 7] = np.nan
+    scipy.io.savemat(buffer, {"Y": np.zeros((3, 10000)), "C": C})
+    monkeypatch.setattr(pooch, "HTTPDownloader", _fake_downloader(buffer.getvalue()))
+    with pytest.raises(cd.DataUnavailableError, match=r"variable C holds 1 non-finite"):
+        cd.fetch("DCR", progress=False)
     assert _files(ctdnn_cache_dir) == []
 
 
@@ -382,10 +457,27 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 def test_unreadable_cache_file_is_replaced(fake_simulators):
     first = cd.simulate("DCR", n_samples=40, progress=False)
     first.path.write_bytes(b"truncated")
-    with pytest.warns(UserWarning, match="unreadable"):
+    with pytest.warns(UserWarning, match="regenerating"):
         again = cd.simulate("DCR", n_samples=40, progress=False)
     assert not again.cache_hit and fake_simulators == {"DCR": 2}
     np.testing.assert_array_equal(first.y, again.y)
+
+
+@pytest.mark.parametrize("change", ["samples", "nan"])
+def test_cache_file_with_wrong_rows_or_nan_is_regenerated(fake_simulators, change):
+    sim = cd.simulate("CDR", n_samples=60, progress=False)
+    with np.load(sim.path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    if change == "samples":
+        arrays.update(x=sim.x[:59], y=sim.y[:59])
+    else:
+        arrays["y"] = np.where(np.arange(sim.y.size).reshape(sim.y.shape) == 7, np.nan, sim.y)
+    save_arrays(sim.path, meta, **arrays)
+    with pytest.warns(UserWarning, match=r"x \(59, 55\)" if change == "samples" else "non-finite"):
+        data = cd.load("CDR", source="simulated", n_samples=60, progress=False)
+    assert sum(data.sizes) == 60 and fake_simulators == {"CDR": 2}
+    assert torch.isfinite(data.y_train).all()
 
 
 def test_dcr_simulated_split_sizes_and_centering(fake_simulators):
@@ -446,3 +538,55 @@ def test_cli_subprocess_offline_error():
                             cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 1
     assert "CDR_Data.mat" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# The paper's DCR file serves every preset's sample count
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dcr_file_dir(tmp_path_factory):
+    """A stand-in for DCR_Data.mat (the right variables and shapes), written once."""
+    folder = tmp_path_factory.mktemp("dcr-paper")
+    rng = np.random.default_rng(7)
+    Y = rng.uniform(size=(3, 10000))
+    C = Y[:1] * np.linspace(1.0, 2.0, 882)[:, None] + Y[2:3] ** 2
+    scipy.io.savemat(folder / "DCR_Data.mat", {"Y": Y, "C": C})
+    return folder, Y, C
+
+
+def test_dcr_paper_file_subsamples_only_the_test_set(dcr_file_dir, monkeypatch, fake_simulators):
+    folder, Y, C = dcr_file_dir
+    monkeypatch.setenv("CTDNN_DATA_DIR", str(folder))
+    full = cd.load("DCR", source="paper", seed=2, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cd.DataSourceWarning)  # the quick preset's request
+        quick = cd.load("DCR", n_samples=2000, seed=2, dtype=torch.float64)
+    assert quick.source == "paper" and fake_simulators == {}
+    assert quick.sizes == (400, 200, 1400) and full.sizes == (400, 200, 9400)
+    # training and validation data are the paper's split; the test set is its first 1400
+    perm = np.random.default_rng(2).permutation(10000)
+    np.testing.assert_array_equal(quick.x_train.numpy(), Y.T[perm[:400]])
+    np.testing.assert_array_equal(quick.x_val.numpy(), full.x_val.numpy())
+    np.testing.assert_array_equal(quick.y_train.numpy(), full.y_train.numpy())
+    np.testing.assert_array_equal(quick.x_test.numpy(), Y.T[perm[600:2000]])
+    assert quick.meta["n_samples"] == 2000
+    assert quick.meta["split"]["test_subsample"] == {"kept": 1400, "of": 9400,
+                                                     "n_samples_file": 10000}
+    assert "1400 of its 9400 test samples" in quick.summary()
+    assert "1400 of its 9400 test samples" in quick.meta["source_reason"]
+    assert "test_subsample" not in full.meta["split"] and "of its" not in full.summary()
+    json.dumps(quick.meta)
+    # the smoke preset's 700 is served too, by source="paper" as well
+    assert cd.load("DCR", source="paper", n_samples=700).sizes == (400, 200, 100)
+
+
+def test_dcr_counts_the_paper_file_cannot_serve(dcr_file_dir, monkeypatch, fake_simulators):
+    folder, _, _ = dcr_file_dir
+    monkeypatch.setenv("CTDNN_DATA_DIR", str(folder))
+    with pytest.warns(cd.DataSourceWarning, match=r"n_samples=500 .* 700 to 10000"):
+        small = cd.load("DCR", n_samples=500)
+    assert small.source == "simulated" and fake_simulators == {"DCR": 1}
+    with pytest.raises(ValueError, match="source='simulated'"):
+        cd.load("DCR", source="paper", n_samples=20000)

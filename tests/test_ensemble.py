@@ -98,3 +98,82 @@ def test_bad_ensembles():
     with pytest.raises(TrainingError, match="seeds has 1 entries for 2 models"):
         ctdnn.train_ensemble([ctdnn.ResNet(4, 2), ctdnn.ResNet(4, 2)], _data(), epochs=1,
                              seeds=[0], progress=False)
+
+
+_PENALTY = ctdnn.StackedNet.penalty
+
+
+def _diverging_penalty(monkeypatch, after_calls):
+    """Member 1's penalty becomes NaN after ``after_calls`` minibatches (4 per epoch)."""
+    original = _PENALTY
+    calls = {"n": 0}
+
+    def penalty(self, a=0.0, b=0.0):
+        calls["n"] += 1
+        out = original(self, a, b)
+        if calls["n"] > after_calls:
+            out = out + torch.tensor([0.0, math.nan, 0.0, 0.0], dtype=out.dtype)
+        return out
+
+    monkeypatch.setattr(ctdnn.StackedNet, "penalty", penalty)
+    return calls
+
+
+def _same_results(a_models, a_res, b_models, b_res):
+    for ma, mb, ra, rb in zip(a_models, b_models, a_res, b_res):
+        for key, v in ma.state_dict().items():
+            assert torch.equal(v, mb.state_dict()[key]), key
+        for h in ("epoch", "loss", "train_rel_err", "val_rel_err"):
+            assert ra.history[h] == rb.history[h], h
+        assert (ra.status, ra.best_epoch, ra.message) == (rb.status, rb.best_epoch, rb.message)
+
+
+KW = dict(epochs=5, batch_size=16, lr=1e-2, seeds=[3, 4, 5, 6], progress=False)
+
+
+@pytest.mark.parametrize("diverge_after", [4, 12])  # member 1 diverges in epoch 2 or 4
+def test_ensemble_resume_is_bit_identical(tmp_path, monkeypatch, diverge_after):
+    # The checkpoint after epoch 2 holds a frozen member, or a member that diverges later.
+    _diverging_penalty(monkeypatch, diverge_after)
+    full = _models(ctdnn.ResNet, [0, 1, 2, 3])
+    ref = ctdnn.train_ensemble(full, _data(), **KW)
+    assert [r.status for r in ref] == ["completed", "diverged", "completed", "completed"]
+    ck = tmp_path / "ens.ckpt"
+    calls = _diverging_penalty(monkeypatch, diverge_after)
+    first = ctdnn.train_ensemble(_models(ctdnn.ResNet, [0, 1, 2, 3]), _data(), checkpoint=ck,
+                                 max_epochs=2, **KW)
+    assert [r.status for r in first] == (["partial"] * 4 if diverge_after == 12 else
+                                         ["partial", "diverged", "partial", "partial"])
+    assert "stopped after epoch 2 of 5" in first[0].message
+    calls["n"] = 8  # the penalty's call count continues where the first call stopped
+    resumed = _models(ctdnn.ResNet, [7, 8, 9, 10])  # everything must come from the checkpoint
+    res = ctdnn.train_ensemble(resumed, _data(), checkpoint=ck, resume=True, **KW)
+    _same_results(full, ref, resumed, res)
+    with pytest.raises(TrainingError, match=r"training\.seeds"):
+        ctdnn.train_ensemble(_models(ctdnn.ResNet, [0, 1, 2, 3]), _data(), checkpoint=ck,
+                             resume=True, **{**KW, "seeds": [3, 4, 5, 7]})
+
+
+def test_ensemble_interrupt_saves_and_resume_is_bit_identical(tmp_path, monkeypatch):
+    full = _models(ctdnn.ResNet, [0, 1, 2, 3])
+    ref = ctdnn.train_ensemble(full, _data(), **KW)
+    original = ctdnn.StackedNet.penalty
+    calls = {"n": 0}
+
+    def interrupting(self, a=0.0, b=0.0):
+        calls["n"] += 1
+        if calls["n"] == 4 * 3 + 2:  # mid-epoch 4
+            raise KeyboardInterrupt
+        return original(self, a, b)
+
+    monkeypatch.setattr(ctdnn.StackedNet, "penalty", interrupting)
+    ck = tmp_path / "ens.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        ctdnn.train_ensemble(_models(ctdnn.ResNet, [0, 1, 2, 3]), _data(), checkpoint=ck,
+                             checkpoint_every=100, **KW)
+    saved = ctdnn.training.load_checkpoint(ck, "ensemble")
+    assert saved["epoch"] == 3 and [h["epoch"] for h in saved["histories"]] == [[1, 2, 3]] * 4
+    monkeypatch.setattr(ctdnn.StackedNet, "penalty", original)
+    resumed = _models(ctdnn.ResNet, [7, 8, 9, 10])
+    res = ctdnn.train_ensemble(resumed, _data(), checkpoint=ck, resume=True, **KW)
+    _same_results(full, ref, resumed, res)

@@ -90,3 +90,255 @@ def test_only_selects_before_checking_other_notebooks(project):
     assert [r["name"] for r in runner.plan("smoke", ["good"], presets_file=presets)] == ["good"]
     with pytest.raises(runner.RunnerError, match="notebooks/missing.ipynb, which does not exist"):
         runner.plan("smoke", presets_file=presets)
+
+
+# A notebook whose units go through ctdnn.parallel.map_units, as the experiment notebooks' do.
+UNITS_CODE = """import json, os, time
+from pathlib import Path
+from ctdnn.parallel import map_units
+os.makedirs(output_dir, exist_ok=True)
+log = Path(output_dir).resolve() / f'{run_name}_calls.txt'
+
+def unit(seed):
+    with open(log, 'a') as fh:
+        fh.write(f'{seed}\\n')
+    if seed in broken:
+        raise ValueError(f'seed {seed} diverged')
+    c0 = time.process_time()
+    while time.process_time() - c0 < 0.02 * epochs:   # 0.02 s of CPU per epoch
+        pass
+    import torch
+    torch.manual_seed(seed)
+    return {'seed': seed, 'value': float(torch.rand(1)) * value}
+
+out = map_units(unit, seeds, name=f'{run_name} training')
+json.dump({'run': run_name, 'units': out, 'scheduler': os.environ.get('CTDNN_SCHEDULER', '')},
+          open(f'{output_dir}/{run_name}.json', 'w'))
+"""
+
+
+@pytest.fixture
+def unit_project(project):
+    root, presets = project
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('preset = "default"\nrun_name = "x"\noutput_dir = "results"\n'
+                                       'value = 1\nseeds = [0]\nepochs = 1\nbroken = []')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(UNITS_CODE)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "units.ipynb")
+    presets.write_text(
+        "_estimate:\n  units: {scale: epochs, probe: 1, seeds: 1}\n"
+        "smoke:\n  good:\n    - {_name: A, value: 2, _alone: true}\n"
+        "  units:\n    - {_name: A, seeds: [0, 1, 2], epochs: 4}\n"
+        "    - {_name: B, seeds: [3, 4], epochs: 4, value: 5}\n"
+        "  bad:\n    - {_always: true}\n")
+    return root, presets
+
+
+def test_stages_run_ordinary_runs_together_and_marked_ones_alone(unit_project):
+    root, presets = unit_project
+    runs = runner.plan("smoke", presets_file=presets)
+    assert [r["name"] for r in runs] == ["good_A", "units_A", "units_B", "bad"]
+    assert runner._stages(runs) == [[0], [1, 2], [3]]
+    with pytest.raises(runner.RunnerError, match="unknown preset '_estimate'"):
+        runner.plan("_estimate", presets_file=presets)
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=40) as lc:
+        yield lc.scheduler_address
+
+
+def test_notebooks_on_a_cluster_match_the_in_process_results(unit_project, scheduler):
+    root, presets = unit_project
+    runs = runner.plan("smoke", ["units"], presets_file=presets)
+    results = {}
+    for label, env, jobs in (("seq", {"CTDNN_SCHEDULER": ""}, 1),
+                             ("dask", {"CTDNN_SCHEDULER": scheduler}, 3)):
+        out = root / label
+        runner.execute(runs, out, log=lambda *_: None, env=env, jobs=jobs)
+        results[label] = {name: json.loads((out / "results" / f"{name}.json").read_text())
+                          for name in ("units_A", "units_B")}
+        assert sorted(p.name for p in (out / "results").glob("*.json")) == ["units_A.json",
+                                                                           "units_B.json"]
+    assert results["dask"]["units_A"].pop("scheduler") == scheduler
+    assert results["seq"]["units_A"].pop("scheduler") == ""
+    results["dask"]["units_B"].pop("scheduler"), results["seq"]["units_B"].pop("scheduler")
+    assert results["dask"] == results["seq"]
+    assert [u["seed"] for u in results["seq"]["units_A"]["units"]] == [0, 1, 2]
+
+
+def test_a_failed_unit_fails_its_run_by_name_and_the_rerun_resumes_unit_by_unit(unit_project):
+    root, presets = unit_project
+    runs = runner.plan("smoke", ["units_A"], presets_file=presets)
+    runs[0]["parameters"]["broken"] = [1]
+    out = root / "generated"
+    with pytest.raises(runner.RunnerError, match=r"1 of 3 units of 'units_A training' failed "
+                                                 r"\(2 finished and kept\): unit '1': "
+                                                 r"ValueError: seed 1 diverged"):
+        runner.execute(runs, out, log=lambda *_: None)
+    calls = out / ".staging" / "units_A" / "results" / "units_A_calls.txt"
+    assert calls.read_text().split() == ["0", "1", "2"]
+    runs[0]["parameters"]["broken"] = []   # same key apart from this: a fresh key...
+    runner.execute(runs, out, log=lambda *_: None)
+    assert (out / "results" / "units_A_calls.txt").read_text().split() == ["0", "1", "2",
+                                                                           "0", "1", "2"]
+    assert not (out / ".units" / "units_A").exists()   # stored units go once the run succeeds
+
+
+def test_units_of_an_interrupted_run_are_reused_for_the_same_key(unit_project, monkeypatch):
+    root, presets = unit_project
+    runs = runner.plan("smoke", ["units_A"], presets_file=presets)
+    out = root / "generated"
+    real = runner._publish
+
+    def crash(*args):   # the notebook finished, then the machine went down
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_publish", crash)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(runs, out, log=lambda *_: None)
+    monkeypatch.setattr(runner, "_publish", real)
+    runner.execute(runs, out, log=lambda *_: None)
+    calls = (out / "results" / "units_A_calls.txt").read_text().split()
+    assert calls == ["0", "1", "2"]   # no unit ran twice
+
+
+def test_estimate_scales_probe_times_by_work_and_seeds(unit_project):
+    root, presets = unit_project
+    runs = runner.plan("smoke", ["units"], presets_file=presets)
+    est = runner.estimate(runs, 2, log=lambda *_: None, presets_file=presets,
+                          scratch=root / "probe")
+    rows = {r["name"]: r for r in est["runs"]}
+    assert rows["units_A"]["units"] == 3 and rows["units_B"]["units"] == 2
+    # a unit costs 0.02 s of CPU per epoch: the probe (1 epoch) is scaled to 4 epochs, 3 seeds
+    assert rows["units_A"]["core_hours"] * 3600 >= 3 * 4 * 0.02
+    assert rows["units_A"]["longest_unit_h"] * 3600 >= 4 * 0.02
+    assert est["core_hours"] == pytest.approx(sum(r["core_hours"] for r in est["runs"]))
+    assert set(est["wall_hours"]) == {2, 64}
+    assert est["wall_hours"][64] <= est["wall_hours"][2] <= est["core_hours"] + 1e-12
+
+
+def test_data_summary_names_the_file_or_the_simulator_and_why(tmp_path):
+    paper = tmp_path / "p.json"
+    paper.write_text(json.dumps({"data": {"dataset": "ELM", "source": "paper",
+                                          "filename": "NNERDS.mat", "found_in": "cache"}}))
+    assert runner._data_summary(paper) == "data: ELM the paper's NNERDS.mat (from the cache)"
+    sim = tmp_path / "s.json"
+    sim.write_text(json.dumps({"data": {"ELM": {"source": "paper", "filename": "NNERDS.mat",
+                                                "found_in": "CTDNN_DATA_DIR"},
+                                        "DCR": {"source": "simulated",
+                                                "reason": "downloads are disabled."}}}))
+    assert runner._data_summary(sim) == ("data: ELM the paper's NNERDS.mat (from CTDNN_DATA_DIR); "
+                                         "DCR simulated (downloads are disabled)")
+    records = tmp_path / "r.json"
+    records.write_text(json.dumps({"data": [
+        {"name": "CDR", "source": "paper", "filename": "CDR_Data.mat",
+         "extra": {"found_in": "download"}},
+        {"name": "DCR", "source": "simulated", "description": "simulated by dcr",
+         "extra": {"reason": "offline, see https://zenodo.org/x"}},
+        {"name": "spiral", "source": "simulated", "description": "the spiral ODE"}]}))
+    assert runner._data_summary(records) == (
+        "data: CDR the paper's CDR_Data.mat (downloaded); DCR simulated (offline, see its "
+        "address); spiral simulated (the spiral ODE)")
+    none = tmp_path / "n.json"
+    none.write_text(json.dumps({"data": {"source": "none"}}))
+    assert runner._data_summary(none) == ""
+
+
+def test_cli_refuses_zero_workers(project, capsys):
+    from ctdnn.__main__ import main
+    assert main(["run", "--preset", "smoke", "--workers", "0", "--no-book"]) == 1
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
+def _is_timing(key: str) -> bool:
+    """Fields that hold times or the machine, which differ between any two runs."""
+    return key in {"environment", "finished", "wall_time"} or key.endswith(("_s", "seconds"))
+
+
+def _without_timing(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timing(v) for k, v in obj.items() if not _is_timing(k)}
+    if isinstance(obj, list):
+        return [_without_timing(v) for v in obj]
+    return obj
+
+
+@pytest.mark.slow
+def test_smoke_runs_with_two_workers_equal_the_sequential_ones(paper_data_dir, tmp_path):
+    """The real notebooks: a neural-ODE page and the NFE study, on a 2-worker cluster and
+    in-process; the same results files with the same numbers (timings aside)."""
+    from ctdnn.__main__ import main
+
+    only = ["02_dto_surrogates_CDR", "04_neural_ode_surrogates_CDR", "05_stationary_ode_nfe"]
+    results = {}
+    for workers in (1, 2):
+        work = tmp_path / f"w{workers}"
+        assert main(["run", "--preset", "smoke", "--only", *only, "--no-book", "--workdir",
+                     str(work), "--workers", str(workers)]) == 0
+        folder = work / "book" / "generated" / "results"
+        results[workers] = {p.name: _without_timing(json.loads(p.read_text()))
+                            for p in sorted(folder.glob("*.json"))}
+    assert sorted(results[1]) == [f"{name}.json" for name in sorted(only)]
+    assert results[2] == results[1]
+
+
+CTRL_C_SCRIPT = """
+import sys
+from pathlib import Path
+import nbformat
+from ctdnn import runner
+
+root = Path(sys.argv[1])
+(root / "notebooks").mkdir()
+(root / "ctdnn").mkdir()
+for name in ("slow1", "slow2"):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('preset = "x"\\nrun_name = "x"\\noutput_dir = "results"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import os, time\\n"
+                "open('started-' + run_name, 'w').write(str(os.getpid()))\\ntime.sleep(300)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / f"{name}.ipynb")
+(root / "presets.yml").write_text("p:\\n  slow1:\\n    - {}\\n  slow2:\\n    - {}\\n")
+runner.ROOT = root
+runs = runner.plan("p", presets_file=root / "presets.yml")
+runner.execute(runs, root / "out", jobs=2, log=print)
+"""
+
+
+def test_ctrl_c_stops_notebooks_running_in_threads(tmp_path):
+    """Notebooks run in threads; a Ctrl-C must still end them (and their kernels) at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_SCRIPT, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stage = tmp_path / "out" / ".staging"
+    markers = [stage / name / f"started-{name}" for name in ("slow1", "slow2")]
+    deadline = time.monotonic() + 120
+    while not all(m.exists() and m.read_text() for m in markers):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    kernels = [int(m.read_text()) for m in markers]
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    proc.wait(timeout=60)
+    assert time.monotonic() - t0 < 20 and proc.returncode != 0
+    time.sleep(0.5)
+    for pid in kernels:   # the kernels are gone (or left as zombies of the ended runner)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        with open(f"/proc/{pid}/stat") as fh:
+            assert fh.read().split()[2] == "Z", f"kernel {pid} still running"

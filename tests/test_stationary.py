@@ -11,7 +11,7 @@ import ctdnn
 from ctdnn.stationary import (SPIRAL_A, TimeSplit, make_trajectory_data, rollout,
                               sample_windows, spiral_init_, time_split, train_trajectory,
                               true_trajectory)
-from ctdnn.training import TrainingError
+from ctdnn.training import TrainingError, load_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -292,3 +292,33 @@ def test_spiral_init_is_constant_in_time():
         c = layer.theta.coefficients
         assert torch.all(c[1:] == 0) and torch.all(c[0, :, -1] == 0)
         assert 0.05 < float(c[0, :, :-1].detach().std()) < 0.2
+
+
+def test_interrupt_saves_and_resume_is_bit_identical(data, tmp_path, monkeypatch):
+    full = _train(_model(), data)
+    ckpt = tmp_path / "run.pt"
+    model = _model()
+    calls = {"n": 0}
+    forward = model.forward
+
+    def interrupting_forward(y0, t, offsets=None):
+        if offsets is not None:  # a training solve, not an evaluation rollout
+            calls["n"] += 1
+            if calls["n"] == 8:  # iteration 8, after the evaluation at iteration 6
+                raise KeyboardInterrupt
+        return forward(y0, t, offsets=offsets)
+
+    monkeypatch.setattr(model, "forward", interrupting_forward)
+    with pytest.raises(KeyboardInterrupt):
+        _train(model, data, checkpoint=ckpt, checkpoint_every=100)
+    saved = load_checkpoint(ckpt, "trajectory")
+    assert saved["iteration"] == 7 and saved["history"]["iteration"] == list(range(1, 8))
+    assert saved["ended"] is None  # an interruption is resumed, not reported as a failure
+    rest = _train(_model(seed=9), data, checkpoint=ckpt, resume=True)
+    assert rest.status == "completed" and rest.iterations_completed == 12
+    for key in ("loss", "nfe", "nfe_forward", "nfe_backward"):
+        assert rest.history[key] == full.history[key], key
+    assert rest.evaluations["val_rel_err"] == full.evaluations["val_rel_err"]
+    assert rest.train_nfe == full.train_nfe and rest.test_rel_err == full.test_rel_err
+    for k, v in full.best_state.items():
+        assert torch.equal(v, rest.best_state[k]), k

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ctdnn
-from ctdnn.training import TrainingError
+from ctdnn.training import TrainingError, load_checkpoint
 
 
 def _data(n=120, seed=0):
@@ -65,17 +65,22 @@ def test_penalties_and_warm_start():
     assert res.status == "completed"
 
 
-def test_divergence_stops_and_keeps_last_good_state(monkeypatch):
-    model = _model()
+def _diverging(model, monkeypatch, after_calls=12):
+    """``model`` whose penalty is NaN after ``after_calls`` minibatches (5 per epoch with
+    batches of 16: the default breaks epoch 3)."""
     calls = {"n": 0}
     original = model.penalty
 
     def penalty(*a, **k):
         calls["n"] += 1
-        out = original(*a, **k)
-        return out + (math.nan if calls["n"] > 12 else 0.0)  # 5 batches/epoch: epoch 3 breaks
+        return original(*a, **k) + (math.nan if calls["n"] > after_calls else 0.0)
 
     monkeypatch.setattr(model, "penalty", penalty)
+    return model
+
+
+def test_divergence_stops_and_keeps_last_good_state(monkeypatch):
+    model = _diverging(_model(), monkeypatch)
     res = ctdnn.train(model, _data(), epochs=10, batch_size=16, progress=False, name="diverging run")
     assert res.status == "diverged" and res.epochs_completed == 2
     assert "diverging run" in res.message and "epoch 3" in res.message
@@ -123,7 +128,7 @@ def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ctdnn.train(model, _data(), epochs=5, batch_size=16, progress=False, checkpoint=ck,
                     checkpoint_every=100)
-    saved = torch.load(ck, weights_only=False)
+    saved = load_checkpoint(ck, "train")
     assert saved["epoch"] == 3
     assert not list(tmp_path.glob("*.tmp"))
     fresh = _model(seed=9)
@@ -135,7 +140,8 @@ def test_interrupt_saves_and_resume_is_bit_identical(tmp_path, monkeypatch):
 def test_resume_refuses_other_settings(tmp_path):
     ck = tmp_path / "run.ckpt"
     ctdnn.train(_model(), _data(), epochs=2, progress=False, checkpoint=ck)
-    with pytest.raises(TrainingError, match="other settings"):
+    with pytest.raises(TrainingError, match=r"other settings \(training\.lr: checkpoint 0\.001, "
+                                            r"this run 0\.5\)"):
         ctdnn.train(_model(), _data(), epochs=2, lr=0.5, progress=False, checkpoint=ck, resume=True)
 
 
@@ -153,10 +159,12 @@ def test_bad_data(mutate, match):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"epochs": 0}, "epochs must be a positive integer"),
-    ({"epochs": 1, "batch_size": 2.5}, "batch_size must be a positive integer"),
+    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"epochs": 1, "batch_size": 2.5}, r"batch_size must be an integer, got 2.5 \(float\)"),
+    ({"epochs": 1, "max_epochs": 0}, "max_epochs must be >= 1"),
     ({"epochs": 1, "optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
-    ({"epochs": 1, "lr": -1.0}, "lr must be a positive number"),
+    ({"epochs": 1, "lr": -1.0}, "lr must be a positive finite number, got -1.0"),
+    ({"epochs": 1, "lr": float("inf")}, "lr must be a positive finite number, got inf"),
     ({"epochs": 1, "alpha_theta": -1.0}, "alpha_theta must be a non-negative"),
 ])
 def test_bad_settings(kwargs, match):
@@ -188,3 +196,68 @@ def test_solver_failure_stops_with_status():
     assert res.status == "solver_failed" and "too_many_steps" in res.message
     assert "tight budget" in res.message and res.epochs_completed == 0
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("adjoint", [True, False])
+def test_history_splits_forward_and_backward_nfe(adjoint):
+    torch.manual_seed(0)
+    model = ctdnn.NeuralODE(4, 2, width=5, rtol=1e-5, atol=1e-7, adjoint=adjoint)
+    per_solve = []  # every training solve's stats (backward counts fill in during backward())
+    hook = model.register_forward_hook(
+        lambda m, args, out: per_solve.append(m.stats) if m.training else None)
+    try:
+        res = ctdnn.train(model, _data(), epochs=3, batch_size=40, lr=1e-2, progress=False)
+    finally:
+        hook.remove()
+    h = res.history
+    assert len(per_solve) == 3 * 2  # 80 samples, batches of 40
+    # cumulative per epoch, summed independently from the per-solve counters
+    fwd = [sum(s.nfe_forward for s in per_solve[:2 * e]) for e in (1, 2, 3)]
+    bwd = [sum(s.nfe_backward for s in per_solve[:2 * e]) for e in (1, 2, 3)]
+    assert h["nfe_forward"] == fwd and h["nfe_backward"] == bwd
+    assert h["nfe"] == [f + b for f, b in zip(fwd, bwd)]
+    assert fwd[0] > 0 and (bwd[0] > 0) == adjoint  # backpropagation adds no evaluations
+
+
+def test_nfe_history_resumes_bit_identically(tmp_path):
+    def node():
+        torch.manual_seed(0)
+        return ctdnn.NeuralODE(4, 2, width=5, rtol=1e-4, atol=1e-6, adjoint=True)
+
+    ref = ctdnn.train(node(), _data(), epochs=4, batch_size=40, lr=1e-2, progress=False)
+    ck = tmp_path / "node.ckpt"
+    ctdnn.train(node(), _data(), epochs=4, batch_size=40, lr=1e-2, progress=False,
+                checkpoint=ck, max_epochs=2)
+    res = ctdnn.train(node(), _data(), epochs=4, batch_size=40, lr=1e-2, progress=False,
+                      checkpoint=ck, resume=True)
+    for key in ("loss", "val_rel_err", "nfe", "nfe_forward", "nfe_backward"):
+        assert res.history[key] == ref.history[key], key
+
+
+def test_a_diverged_run_is_checkpointed_and_reported_again_on_resume(tmp_path, monkeypatch):
+    ck = tmp_path / "run.ckpt"
+    res = ctdnn.train(_diverging(_model(), monkeypatch), _data(), epochs=10, batch_size=16, progress=False,
+                      checkpoint=ck, checkpoint_every=100)
+    assert res.status == "diverged" and load_checkpoint(ck, "train")["epoch"] == 2
+    again_model = _model(seed=5)
+    again = ctdnn.train(again_model, _data(), epochs=10, batch_size=16, progress=False,
+                        checkpoint=ck, resume=True)
+    assert (again.status, again.message, again.epochs_completed) == (res.status, res.message, 2)
+    assert again.history == res.history
+    for k, v in res.best_state.items():  # the model holds the same best state
+        assert torch.equal(v, again_model.state_dict()[k]), k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_resume_continues_the_run(tmp_path):
+    ref_model = _model()
+    ctdnn.train(ref_model, _data(), epochs=4, batch_size=16, progress=False, device="cuda")
+    ck = tmp_path / "run.ckpt"
+    ctdnn.train(_model(), _data(), epochs=4, batch_size=16, progress=False, device="cuda",
+                checkpoint=ck, max_epochs=2)
+    model = _model(seed=3)
+    res = ctdnn.train(model, _data(), epochs=4, batch_size=16, progress=False, device="cuda",
+                      checkpoint=ck, resume=True)
+    assert res.status == "completed" and next(model.parameters()).is_cuda
+    for k, v in ref_model.state_dict().items():  # GPU kernels need not be bit-reproducible
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=1e-5, atol=1e-6)

@@ -4,7 +4,7 @@
 >>> data = load("CDR", source="paper", seed=0)       # doctest: +SKIP
 >>> data.x_train.shape, data.meta["source"]          # doctest: +SKIP
 
-See :func:`load` for the sources and :mod:`ctdnn.data.dataset` for splits and
+See :func:`ctdnn.data.load` for the sources and :mod:`ctdnn.data.dataset` for splits and
 normalisation.
 """
 

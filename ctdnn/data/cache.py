@@ -6,10 +6,14 @@ Layout of the cache directory (``CTDNN_CACHE_DIR`` if set, else the user cache
     <cache>/paper/<file>.mat                      downloaded paper files
     <cache>/simulated/<NAME>-n<N>-seed<S>-<key>.npz   simulator outputs
 
-Every file is written through :func:`atomic_write`: the bytes go to a temporary
-file in the destination directory, which is flushed, synced and then moved into
-place with :func:`os.replace`. A process killed mid-write therefore leaves at
-most a hidden ``.tmp-*`` file, never a truncated file under the final name.
+Paper files are downloaded by pooch (:func:`ctdnn.data.sources.registry`),
+which writes to a temporary name and moves the checked file into place.
+Simulated data are written through :func:`atomic_write`: the bytes go to a
+temporary file in the destination directory, which is flushed, synced and then
+moved into place with ``os.replace``. A process killed mid-write therefore
+leaves at most a hidden ``.tmp-*`` file, never a truncated file under the final
+name. Files get the permissions of an ordinary new file (``0666`` less the
+umask, e.g. ``0644``), not the private ``0600`` of temporary files.
 """
 
 from __future__ import annotations
@@ -78,11 +82,35 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         # empty file under the final name.
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        normal_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def normal_permissions(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode of an ordinary new file: ``0666`` less the umask.
+
+    Temporary files (``tempfile.mkstemp``) are created ``0600``; a cache file
+    moved into place keeps that mode unless it is changed.
+    """
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    # Linux reports the umask in /proc; elsewhere it can only be read by setting it (and
+    # putting it back at once), which briefly changes it for every thread.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def is_temporary(path: Path) -> bool:

@@ -1,9 +1,9 @@
 """The three surrogate-modelling data sets: loading, splitting and normalisation.
 
-:func:`load` returns a :class:`Dataset` holding normalised train/validation/test
+:func:`~ctdnn.data.load` returns a :class:`~ctdnn.data.Dataset` holding normalised train/validation/test
 tensors plus the affine maps that produced them. The data come either from the
 paper's files (:mod:`ctdnn.data.sources`) or from this package's simulators,
-whose outputs are cached on disk (:func:`simulate`).
+whose outputs are cached on disk (:func:`~ctdnn.data.simulate`).
 
 Splits. ELM paper data use the file's own 1-based ``idtrain/idval/idtest``.
 Everything else uses ``numpy.random.default_rng(seed).permutation(n)``: the
@@ -16,6 +16,12 @@ set by ``simulator_seed``). Sizes for ``n`` samples:
 * CDR: 400/200/200 at n = 800, otherwise in those proportions (1/2, 1/4, 1/4).
 * DCR: 400/200/(n - 600) for n >= 700; below that 4:2:1, which is what the
   paper's 400/200/100 would be at n = 700, so sizes do not jump at the switch.
+
+The paper's DCR file serves any ``n_samples`` from 700 to 10000: the split is
+the one of all 10000 samples (400/200/9400), and the test set keeps its first
+``n_samples - 600`` indices, so training and validation data are the paper's
+whatever the count. ``meta["split"]["test_subsample"]`` and
+:meth:`ctdnn.data.Dataset.summary` say so.
 
 Rounded proportions keep at least one sample in every part; n must be >= 3.
 
@@ -61,6 +67,14 @@ SOURCES = ("auto", "paper", "simulated")
 
 #: Sample counts of the paper's data sets (also the simulators' defaults here).
 PAPER_N_SAMPLES = {"ELM": 2486, "CDR": 800, "DCR": 10000}
+
+#: Numbers of inputs and outputs of the paper's data sets, which the simulators
+#: reproduce with their default settings.
+PAPER_FEATURES = {"ELM": (15, 10), "CDR": (55, 72), "DCR": (3, 882)}
+
+#: Fewest DCR samples the paper file can serve: its 400/200 train/validation
+#: split and at least 100 test samples.
+DCR_MIN_PAPER_SAMPLES = 700
 
 #: Allowed ``normalize`` modes per data set; the first is the default.
 NORMALIZATIONS = {"ELM": ("range", "none"), "CDR": ("zscore", "none"), "DCR": ("center", "none")}
@@ -202,7 +216,7 @@ class Dataset:
         source: ``"paper"`` or ``"simulated"``.
         x_train, x_val, x_test: (n_split, n_in) normalised inputs.
         y_train, y_val, y_test: (n_split, n_out) normalised outputs.
-        x_map, y_map: the :class:`AffineMap` applied to raw inputs / outputs.
+        x_map, y_map: the :class:`~ctdnn.data.AffineMap` applied to raw inputs / outputs.
         meta: JSON-serialisable record of origin (file path and sha256, or
             simulator settings), split, seed and normalisation statistics.
     """
@@ -287,7 +301,10 @@ class Dataset:
 
     def _origin(self) -> str:
         if self.source == "paper":
-            return f"paper file {self.meta['file']['filename']}"
+            sub = self.meta["split"].get("test_subsample")
+            kept = (f" (test set: {sub['kept']} of its {sub['of']} test samples)"
+                    if sub else "")
+            return f"paper file {self.meta['file']['filename']}{kept}"
         sim = self.meta["simulator"]
         return f"simulated by {sim['function']} (seed {sim['seed']})"
 
@@ -323,7 +340,7 @@ def _resolve_device(device) -> torch.device:
 
 
 class Simulated(NamedTuple):
-    """Raw simulator output as returned by :func:`simulate`.
+    """Raw simulator output as returned by :func:`~ctdnn.data.simulate`.
 
     Attributes:
         x: (n, n_in) float64 inputs.
@@ -400,20 +417,27 @@ def simulate(name: str, *, n_samples: int | None = None, seed: int = 0, progress
         "overrides": overrides, "source": _source_digest(func),
     })
     path = simulated_cache_file(name, n_samples, int(seed), key)
+    features = None if overrides else PAPER_FEATURES[name]
     if path.is_file() and not force:
         try:
             arrays, meta = load_arrays(path)
-            x, y = arrays["x"], arrays["y"]
-            _check_simulated(name, x, y, n_samples)
-            return Simulated(x, y, arrays.get("x_range"), meta.get("settings", {}), path,
-                             True, key, function)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, RuntimeError) as err:
-            warnings.warn(f"replacing unreadable cache file {path}: {err}", stacklevel=2)
-            path.unlink(missing_ok=True)
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            # Empty, truncated or not an .npz written here: simulate again.
+            problem = f"it cannot be read ({type(err).__name__}: {err})"
+        else:
+            problem = _cache_problem(name, arrays, meta, n_samples, key, features)
+        if problem is None:
+            return Simulated(arrays["x"], arrays["y"], arrays.get("x_range"),
+                             meta.get("settings", {}), path, True, key, function)
+        warnings.warn(f"regenerating the simulated {name} data: the cache file {path} "
+                      f"is not valid: {problem}", stacklevel=2)
+        path.unlink(missing_ok=True)
     x, y, settings = func(n_samples=n_samples, seed=int(seed), progress=progress, **overrides)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    _check_simulated(name, x, y, n_samples)
+    problem = _array_problem(x, y, n_samples, features)
+    if problem:
+        raise RuntimeError(f"the {name} simulator returned {problem}")
     arrays = {"x": x, "y": y}
     x_range = None
     if name == "ELM":
@@ -425,14 +449,45 @@ def simulate(name: str, *, n_samples: int | None = None, seed: int = 0, progress
     return Simulated(x, y, x_range, settings, path, False, key, function)
 
 
-def _check_simulated(name: str, x: np.ndarray, y: np.ndarray, n_samples: int) -> None:
+def _array_problem(x: np.ndarray, y: np.ndarray, n_samples: int,
+                   features: tuple[int, int] | None) -> str | None:
+    """What is wrong with simulated ``x``, ``y`` (None if nothing).
+
+    ``features``: the expected ``(n_in, n_out)``, or None where simulator
+    settings may change them (then only the sample count is checked).
+    """
+    n_in, n_out = features if features else ("n_in", "n_out")
+    expected = f"expected x ({n_samples}, {n_in}) and y ({n_samples}, {n_out})"
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != n_samples or y.shape[0] != n_samples:
-        raise RuntimeError(
-            f"the {name} simulator returned x {x.shape} and y {y.shape}; "
-            f"expected ({n_samples}, n_in) and ({n_samples}, n_out)"
-        )
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise RuntimeError(f"the {name} simulator returned non-finite values")
+        return f"x {x.shape} and y {y.shape}; {expected}"
+    if features and (x.shape[1], y.shape[1]) != tuple(features):
+        return f"x {x.shape} and y {y.shape}; {expected}"
+    for label, a in (("x", x), ("y", y)):
+        if not np.issubdtype(a.dtype, np.floating):
+            return f"{label} of dtype {a.dtype}; expected floating-point values"
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            return f"{bad} non-finite value(s) (NaN or inf) in {label}"
+    return None
+
+
+def _cache_problem(name: str, arrays: dict, meta: dict, n_samples: int, key: str,
+                   features: tuple[int, int] | None) -> str | None:
+    """What is wrong with the contents of a simulated-data cache file (None if nothing)."""
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        return f"array(s) {', '.join(missing)} missing"
+    if meta.get("key") != key:
+        return f"it records the request key {meta.get('key')!r}, expected {key!r}"
+    problem = _array_problem(arrays["x"], arrays["y"], n_samples, features)
+    if problem:
+        return f"it holds {problem}"
+    if name == "ELM":
+        x_range = arrays.get("x_range")
+        n_in = arrays["x"].shape[1]
+        if x_range is None or x_range.shape != (n_in, 2) or not np.all(np.isfinite(x_range)):
+            return f"x_range is missing, not ({n_in}, 2), or not finite"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -467,8 +522,14 @@ def _check_normalize(name: str, normalize: str | None) -> str:
 
 def _paper_incompatibility(name: str, n_samples: int | None, overrides: dict) -> str | None:
     """Why a request cannot be served by the paper file (None if it can)."""
-    if n_samples is not None and int(n_samples) != PAPER_N_SAMPLES[name]:
-        return f"n_samples={n_samples} was requested and the paper file has {PAPER_N_SAMPLES[name]}"
+    total = PAPER_N_SAMPLES[name]
+    if name == "DCR" and n_samples is not None and int(n_samples) != total:
+        if not DCR_MIN_PAPER_SAMPLES <= int(n_samples) <= total:
+            return (f"n_samples={n_samples} was requested and the paper file serves "
+                    f"{DCR_MIN_PAPER_SAMPLES} to {total} (its 400/200 train/validation "
+                    f"split and a subsample of its test set)")
+    elif n_samples is not None and int(n_samples) != total:
+        return f"n_samples={n_samples} was requested and the paper file has {total}"
     if overrides:
         return f"simulator settings were given ({', '.join(sorted(overrides))})"
     return None
@@ -483,7 +544,8 @@ class _Raw(NamedTuple):
     origin: dict
 
 
-def _raw_from_paper(name: str, located: Located, seed: int) -> _Raw:
+def _raw_from_paper(name: str, located: Located, seed: int,
+                    n_samples: int | None = None) -> _Raw:
     spec = sources.paper_file(name)
     mat = sources.read_paper(name, located.path)
     origin = {"file": {"filename": spec.filename, "path": str(located.path),
@@ -499,9 +561,17 @@ def _raw_from_paper(name: str, located: Located, seed: int) -> _Raw:
     # CDR and DCR store one sample per column.
     x = np.asarray(mat["Y"], dtype=np.float64).T
     y = np.asarray(mat["C"], dtype=np.float64).T
-    sizes = split_sizes(name, x.shape[0])
-    return _Raw(x, y, random_split(x.shape[0], sizes, seed),
-                f"numpy.random.default_rng({seed}).permutation", None, origin)
+    n_file = x.shape[0]
+    i_train, i_val, i_test = random_split(n_file, split_sizes(name, n_file), seed)
+    method = f"numpy.random.default_rng({seed}).permutation"
+    if n_samples is not None and int(n_samples) < n_file:
+        # Only the test set shrinks: training and validation stay the paper's.
+        kept = int(n_samples) - len(i_train) - len(i_val)
+        origin["test_subsample"] = {"kept": kept, "of": len(i_test), "n_samples_file": n_file}
+        i_test = i_test[:kept]
+        method += (f"; n_samples={int(n_samples)}: test set subsampled to its first {kept} "
+                   f"of {n_file - len(i_train) - len(i_val)} indices")
+    return _Raw(x, y, (i_train, i_val, i_test), method, None, origin)
 
 
 def _raw_from_simulator(name: str, n_samples: int | None, simulator_seed: int, seed: int,
@@ -528,13 +598,17 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
         source: ``"paper"`` (the published file: ``CTDNN_DATA_DIR``, cache, or
             download), ``"simulated"`` (this package's simulator, cached), or
             ``"auto"`` (the paper file when it can be had and the request
-            fits it, otherwise the simulator; a :class:`DataSourceWarning`
+            fits it, otherwise the simulator; a :class:`~ctdnn.data.DataSourceWarning`
             says so and ``meta["source_reason"]`` records why).
         seed: seed of the random split (ELM paper data use the file's split).
         dtype: dtype of the returned tensors.
         device: device of the returned tensors (``"auto"``: CUDA if present).
-        n_samples: number of simulated samples (default: the paper's count).
-            With ``source="paper"`` only the file's own count is accepted.
+        n_samples: number of samples (default: the paper's count). Simulated
+            data have exactly this many. The paper's ELM and CDR files serve
+            only their own count; the DCR file serves 700 to 10000 samples by
+            keeping its train/validation split and subsampling its test set
+            (see the module docstring), so every preset uses the paper's DCR
+            data where the file is present.
         progress: show download / simulation progress bars.
         normalize: normalisation mode (see the module docstring); ``None``
             selects the data set's default.
@@ -543,7 +617,7 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
         **simulator_overrides: settings passed to the simulator.
 
     Returns:
-        A :class:`Dataset`.
+        A :class:`~ctdnn.data.Dataset`.
 
     Raises:
         ValueError: unknown name, source or normalisation, or a paper request
@@ -565,7 +639,7 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
         if incompatible:
             raise ValueError(f"source='paper' cannot serve this request: {incompatible}; "
                              f"use source='simulated'")
-        raw = _raw_from_paper(name, sources.fetch(name, progress=progress), seed)
+        raw = _raw_from_paper(name, sources.fetch(name, progress=progress), seed, n_samples)
         reason = "source='paper' was requested"
     elif requested == "simulated":
         reason = "source='simulated' was requested"
@@ -576,9 +650,9 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
             try:
                 located = sources.fetch(name, progress=progress)
             except DataUnavailableError as err:
-                reason = f"{spec.filename} is not available: {err.reason}"
+                reason = err.reason
             else:
-                raw = _raw_from_paper(name, located, seed)
+                raw = _raw_from_paper(name, located, seed, n_samples)
                 reason = f"{spec.filename} found ({located.location}: {located.path})"
                 logger.info("%s: using the paper file: %s", name, reason)
         if raw is None:
@@ -598,25 +672,33 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
 
 def _assemble(name, used, requested, reason, mode, seed, raw: _Raw, dtype, device) -> Dataset:
     i_train, i_val, i_test = raw.splits
+    origin = dict(raw.origin)
+    subsample = origin.pop("test_subsample", None)
+    split = {"method": raw.split_method, "train": int(len(i_train)), "val": int(len(i_val)),
+             "test": int(len(i_test))}
+    if subsample is not None:
+        split["test_subsample"] = subsample
+        reason += (f"; n_samples={len(i_train) + len(i_val) + len(i_test)}: the paper's "
+                   f"train/validation split with {subsample['kept']} of its "
+                   f"{subsample['of']} test samples")
     x_map, y_map = _fit_maps(name, mode, raw.x[i_train], raw.y[i_train], raw.x_range)
     tensors = {}
-    for split, idx in zip(Dataset._SPLITS, raw.splits):
-        tensors[f"x_{split}"] = torch.as_tensor(x_map.apply(raw.x[idx]), dtype=dtype,
-                                                device=device)
-        tensors[f"y_{split}"] = torch.as_tensor(y_map.apply(raw.y[idx]), dtype=dtype,
-                                                device=device)
+    for part, idx in zip(Dataset._SPLITS, raw.splits):
+        tensors[f"x_{part}"] = torch.as_tensor(x_map.apply(raw.x[idx]), dtype=dtype,
+                                               device=device)
+        tensors[f"y_{part}"] = torch.as_tensor(y_map.apply(raw.y[idx]), dtype=dtype,
+                                               device=device)
     meta = {
         "name": name,
         "source": used,
         "requested_source": requested,
         "source_reason": reason,
-        **raw.origin,
-        "n_samples": int(raw.x.shape[0]),
+        **origin,
+        "n_samples": int(len(i_train) + len(i_val) + len(i_test)),
         "n_in": int(raw.x.shape[1]),
         "n_out": int(raw.y.shape[1]),
         "seed": int(seed),
-        "split": {"method": raw.split_method, "train": int(len(i_train)),
-                  "val": int(len(i_val)), "test": int(len(i_test))},
+        "split": split,
         "normalization": {"mode": mode, "x": x_map.as_dict(), "y": y_map.as_dict()},
         "dtype": _dtype_name(dtype),
         "device": str(device),

@@ -4,29 +4,40 @@ A paper file is looked for, in order, in
 
 1. ``$CTDNN_DATA_DIR/<file>`` (a folder the user points at; never modified),
 2. the user cache ``<cache>/paper/<file>`` (see :mod:`ctdnn.data.cache`),
-3. its pinned public address, downloaded with pooch into the cache (skipped when
+3. its pinned public address, downloaded into the cache (skipped when
    ``CTDNN_OFFLINE=1``).
 
-A file is used only after it passes its check: the sha256 digest where one is
-published (ELM, CDR), otherwise the names and shapes of the MATLAB variables
-(DCR). A bad file in ``CTDNN_DATA_DIR`` raises :class:`DataIntegrityError`; a
-bad file in the cache is deleted and fetched again; a bad download is discarded
-before it reaches its final name.
+Downloads go through a ``pooch.create`` registry of the pinned files
+(:func:`registry`): pooch streams each file to a temporary name, checks its
+sha256 where one is published, retries a failed download and only then moves
+it into place; a bad download never reaches its final name.
+
+A file is used only after it passes its check (:func:`verify`): the sha256
+digest where one is published (ELM, CDR), and for every file the names and
+shapes of the MATLAB variables and that their values are finite. A bad file in
+``CTDNN_DATA_DIR`` raises :class:`~ctdnn.data.DataIntegrityError`; a bad file in the cache
+is deleted and fetched again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .cache import atomic_write, paper_cache_dir
+import numpy as np
+
+from .cache import normal_permissions, paper_cache_dir
 
 #: Seconds to wait for the server to connect or to send the next chunk.
 DOWNLOAD_TIMEOUT = 30
+
+#: Further attempts after a failed download (a connection error or a checksum mismatch);
+#: pooch waits 1, 2, 3, ... s between attempts.
+DOWNLOAD_RETRIES = 3
 
 _GITHUB_BASE = (
     "https://raw.githubusercontent.com/hrosso710/Continuous_DNN_Surrogates_Revised/"
@@ -119,7 +130,7 @@ class Located(NamedTuple):
 
 
 def paper_file(name: str) -> PaperFile:
-    """The :class:`PaperFile` of a data set (name case-insensitive)."""
+    """The :class:`~ctdnn.data.PaperFile` of a data set (name case-insensitive)."""
     key = str(name).upper()
     if key not in PAPER_FILES:
         raise ValueError(
@@ -145,12 +156,10 @@ def cache_path(spec: PaperFile) -> Path:
 
 
 def sha256sum(path: str | os.PathLike) -> str:
-    """Hex sha256 digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 digest of a file (``pooch.file_hash``)."""
+    import pooch
+
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def verify(spec: PaperFile, path: str | os.PathLike, *, label: str | None = None) -> str:
@@ -162,27 +171,19 @@ def verify(spec: PaperFile, path: str | os.PathLike, *, label: str | None = None
         label: how to name the file in messages (default: its path).
 
     Raises:
-        DataIntegrityError: digest mismatch, or (no digest known) missing
-            variables or wrong shapes.
+        DataIntegrityError: digest mismatch; not a readable MATLAB v5 file;
+            a variable missing, of the wrong shape, or holding NaN or inf.
     """
     path = Path(path)
     label = label or str(path)
     actual = sha256sum(path)
-    if spec.sha256 is not None:
-        if actual != spec.sha256:
-            raise DataIntegrityError(
-                f"{label} is not a valid copy of {spec.filename} ({spec.name}): "
-                f"expected sha256 {spec.sha256}, got {actual}; "
-                f"replace it with the file from {spec.url} or remove it"
-            )
-        return actual
-    found = _mat_variables(spec, path, label)
-    problems = []
-    for var, shape in spec.variables.items():
-        if var not in found:
-            problems.append(f"{var} missing")
-        elif tuple(found[var]) != tuple(shape):
-            problems.append(f"{var} has shape {tuple(found[var])}, expected {tuple(shape)}")
+    if spec.sha256 is not None and actual != spec.sha256:
+        raise DataIntegrityError(
+            f"{label} is not a valid copy of {spec.filename} ({spec.name}): "
+            f"expected sha256 {spec.sha256}, got {actual}; "
+            f"replace it with the file from {spec.url} or remove it"
+        )
+    problems = check_contents(spec, read_mat(spec, path, label))
     if problems:
         raise DataIntegrityError(
             f"{label} is not a valid copy of {spec.filename} ({spec.name}): "
@@ -192,11 +193,41 @@ def verify(spec: PaperFile, path: str | os.PathLike, *, label: str | None = None
     return actual
 
 
-def _mat_variables(spec: PaperFile, path: Path, label: str) -> dict[str, tuple[int, ...]]:
+def check_contents(spec: PaperFile, variables: dict[str, np.ndarray]) -> list[str]:
+    """What is wrong with the MATLAB variables of a paper file (empty if nothing).
+
+    Every expected variable must be present with its expected shape, and hold
+    finite numbers only.
+    """
+    problems = []
+    for var, shape in spec.variables.items():
+        if var not in variables:
+            problems.append(f"variable {var} is missing")
+            continue
+        value = np.asarray(variables[var])
+        if tuple(value.shape) != tuple(shape):
+            problems.append(f"variable {var} has shape {tuple(value.shape)}, "
+                            f"expected {tuple(shape)}")
+        elif not np.issubdtype(value.dtype, np.number):
+            problems.append(f"variable {var} holds {value.dtype} values, expected numbers")
+        else:
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                problems.append(f"variable {var} holds {bad} non-finite value(s) (NaN or inf)")
+    return problems
+
+
+def read_mat(spec: PaperFile, path: str | os.PathLike, label: str | None = None) -> dict:
+    """The expected MATLAB variables of ``path`` (those present), as numpy arrays.
+
+    Raises:
+        DataIntegrityError: not a MATLAB v5/v7 file scipy can read.
+    """
     import scipy.io
 
+    label = label or str(path)
     try:
-        return {name: tuple(shape) for name, shape, _ in scipy.io.whosmat(str(path))}
+        return scipy.io.loadmat(str(path), variable_names=list(spec.variables))
     except NotImplementedError as err:  # MATLAB v7.3 (HDF5) files
         raise DataIntegrityError(
             f"{label} is a MATLAB v7.3 (HDF5) file, which scipy.io cannot read; "
@@ -236,6 +267,27 @@ def locate(name: str) -> Located | None:
     return None
 
 
+def registry():
+    """The ``pooch.create`` registry of the paper's files.
+
+    Its folder is ``<cache>/paper`` (the cache root honours
+    ``CTDNN_CACHE_DIR``, read at each call), its registry the published
+    sha256 digests (none for DCR, checked by :func:`verify` instead), its
+    addresses the pinned URLs, and it retries a failed download
+    ``DOWNLOAD_RETRIES`` times.
+    """
+    import pooch
+
+    return pooch.create(
+        path=paper_cache_dir(),
+        base_url="",
+        registry={spec.filename: f"sha256:{spec.sha256}" if spec.sha256 else None
+                  for spec in PAPER_FILES.values()},
+        urls={spec.filename: spec.url for spec in PAPER_FILES.values()},
+        retry_if_failed=DOWNLOAD_RETRIES,
+    )
+
+
 def fetch(name: str, *, force: bool = False, progress: bool = True) -> Located:
     """Return a verified paper file, downloading it into the cache if needed.
 
@@ -255,30 +307,64 @@ def fetch(name: str, *, force: bool = False, progress: bool = True) -> Located:
         if found is not None:
             return found
     if is_offline():
-        raise DataUnavailableError(
-            unavailable_message(spec, "downloads are disabled (CTDNN_OFFLINE=1)"),
-            reason="downloads are disabled (CTDNN_OFFLINE=1)",
-        )
+        reason = (f"{not_found_phrase(spec)}, and downloads are disabled (CTDNN_OFFLINE=1), "
+                  f"so {spec.url} was not tried")
+        raise DataUnavailableError(unavailable_message(spec, reason), reason=reason)
     target = cache_path(spec)
+    if force:
+        target.unlink(missing_ok=True)
     try:
-        digest = _download(spec, target, progress)
+        path = Path(_download(spec, progress))
     except DataIntegrityError as err:
-        reason = f"the downloaded file failed its check ({err})"
+        reason = f"the file downloaded from {spec.url} failed its check ({err})"
         raise DataUnavailableError(unavailable_message(spec, reason), reason=reason) from err
     except Exception as err:
-        reason = f"the download failed ({type(err).__name__}: {err})"
+        reason = (f"{not_found_phrase(spec)}, and the download from {spec.url} failed "
+                  f"({type(err).__name__}: {err})")
         raise DataUnavailableError(unavailable_message(spec, reason), reason=reason) from err
-    return Located(target, "download", digest)
+    return Located(path, "download", sha256sum(path))
 
 
-def _download(spec: PaperFile, target: Path, progress: bool) -> str:
+def _download(spec: PaperFile, progress: bool) -> str:
     import pooch
 
-    downloader = pooch.HTTPDownloader(progressbar=bool(progress), timeout=DOWNLOAD_TIMEOUT)
-    with atomic_write(target) as tmp:
-        downloader(spec.url, str(tmp), None)
-        # Checked before the rename, so a bad download never gets the final name.
-        return verify(spec, tmp, label=f"the file downloaded from {spec.url}")
+    http = pooch.HTTPDownloader(progressbar=bool(progress), timeout=DOWNLOAD_TIMEOUT)
+
+    def checked(url: str, output_file, pooch_obj) -> None:
+        # pooch passes a temporary name and checks a published digest itself (retrying
+        # on a mismatch); a file without one is checked here, before pooch moves it into
+        # place, so that a bad download never gets the final name either.
+        http(url, output_file, pooch_obj)
+        if spec.sha256 is None:
+            verify(spec, output_file, label=f"the file downloaded from {url}")
+
+    def permissions(fname: str, action: str, pooch_obj) -> str:
+        # pooch's temporary files are private (0600); a cached data file is not secret.
+        if action in ("download", "update"):
+            normal_permissions(fname)
+        return fname
+
+    return registry().fetch(spec.filename, downloader=checked, processor=permissions,
+                            progressbar=bool(progress))
+
+
+def not_found_phrase(spec: PaperFile) -> str:
+    """Where ``spec``'s file was looked for on disk, for messages.
+
+    Names ``CTDNN_DATA_DIR`` (and whether that folder exists) and the cache
+    folder, e.g. ``"DCR_Data.mat is in none of the folders searched
+    (CTDNN_DATA_DIR=/data/ctdnn, which does not exist; the cache /c/paper)"``.
+    """
+    folder = data_dir()
+    searched = []
+    if folder is None:
+        searched.append("CTDNN_DATA_DIR is not set")
+    elif not folder.is_dir():
+        searched.append(f"CTDNN_DATA_DIR={folder}, which does not exist")
+    else:
+        searched.append(f"CTDNN_DATA_DIR={folder}")
+    searched.append(f"the cache {cache_path(spec).parent}")
+    return f"{spec.filename} is in none of the folders searched ({'; '.join(searched)})"
 
 
 def unavailable_message(spec: PaperFile, reason: str) -> str:
@@ -295,8 +381,21 @@ def unavailable_message(spec: PaperFile, reason: str) -> str:
 
 
 def read_paper(name: str, path: str | os.PathLike) -> dict:
-    """The MATLAB variables of a verified paper file, as numpy arrays."""
-    import scipy.io
+    """The MATLAB variables of a paper file, as numpy arrays, checked again.
 
+    The contents are checked once more after reading (shapes and finite
+    values), so a file changed between :func:`~ctdnn.data.fetch` and this call is refused
+    too.
+
+    Raises:
+        DataIntegrityError: the contents fail the check of :func:`verify`.
+    """
     spec = paper_file(name)
-    return scipy.io.loadmat(str(path), variable_names=list(spec.variables))
+    mat = read_mat(spec, path)
+    problems = check_contents(spec, mat)
+    if problems:
+        raise DataIntegrityError(
+            f"{path} is not a valid copy of {spec.filename} ({spec.name}): "
+            f"{'; '.join(problems)}; replace it with the file from {spec.url} or remove it"
+        )
+    return mat
