@@ -44,7 +44,7 @@ __all__ = [
     "nfe_gap_unscaled", "nfe_gap_from_time_scaling", "comparable_accuracy",
 ]
 
-#: Fewest seeds a comparison needs: with one seed there is no spread to judge a difference by.
+#: Fewest seeds a comparison needs (with one seed there is no spread to judge a difference by).
 MIN_SEEDS = 2
 #: A surrogate learned if its mean test error is below this fraction of the error of
 #: predicting the training mean.
@@ -92,6 +92,8 @@ class Comparison:
     other_learned: bool = True
 
 
+#: Every rule by its id (filled by :func:`rule`); ``RULES[id].text`` is the rule as the book
+#: states it.
 RULES: dict[str, Callable] = {}
 
 
