@@ -861,6 +861,13 @@ def train_gnvpro(model, data, *, max_work_units: int = 4000, alpha_theta: float 
     dev = resolve_device(device)
     xt, yt, xv, yv = prepare_splits(data, model, dev)
     model.to(dev)
+    n_features = model.closing.in_features + 1
+    if alpha_W == 0 and xt.shape[0] < n_features:
+        # [Y; 1] has rank at most n_train < width + 1: the unregularised normal matrix is
+        # singular whatever the rounding (a Cholesky may still succeed on noise).
+        raise TrainingError(f"{label}: the normal matrix of the projection is singular with "
+                            f"{xt.shape[0]} training samples and {n_features} features "
+                            "(width + 1); use alpha_W > 0 or more samples")
     model.train()  # inputs were checked once above; no per-call checks inside the iteration
     problem = VarProProblem(model, xt, yt, alpha_theta=alpha_theta, alpha_W=alpha_W,
                             theta_penalty=theta_penalty, jvp=jvp)

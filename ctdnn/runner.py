@@ -685,8 +685,20 @@ def _probe(run: dict, rule: dict | None) -> tuple[dict, float, str | None]:
     key = rule["scale"]
     if params.get(key) is None:   # the notebook's default (a seconds-long run): as it is
         return params, seed_factor, None
+    full = params[key]
     params[key] = rule["probe"]
+    # Companion sizes (e.g. GNvpro's work-unit budget beside Adam's epochs) shrink by the same
+    # factor, so that the probes stay short and the line through them prices both together.
+    for other in rule.get("together", ()):
+        if isinstance(params.get(other), (int, float)) and not isinstance(params[other], bool):
+            params[other] = max(1, math.ceil(params[other] * rule["probe"] / full))
     return params, seed_factor, key
+
+
+def _doubled(params: dict, rule: dict) -> dict:
+    """The second probe's companion sizes: twice the first probe's."""
+    return {k: 2 * params[k] for k in rule.get("together", ())
+            if isinstance(params.get(k), (int, float)) and not isinstance(params[k], bool)}
 
 
 def _epochs(results: Path) -> tuple[int, int, int]:
@@ -761,7 +773,7 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
             longest = max(costs) if costs else wall
         else:
             full = run["parameters"][key]
-            x1, twice = rule["probe"], {**params, key: 2 * rule["probe"]}
+            x1, twice = rule["probe"], {**params, **_doubled(params, rule), key: 2 * rule["probe"]}
             if rule.get("per_epoch"):   # the line is in epochs
                 x1, iters, n_train = _epochs(results)
                 twice[key] = 2 * iters

@@ -290,7 +290,10 @@ def test_smoke_runs_with_two_workers_equal_the_sequential_ones(paper_data_dir, t
 
 
 CTRL_C_SCRIPT = """
+import signal
 import sys
+# as at a terminal, even where the test itself runs as a background job (which ignores SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pathlib import Path
 import nbformat
 from ctdnn import runner
@@ -342,3 +345,15 @@ def test_ctrl_c_stops_notebooks_running_in_threads(tmp_path):
             continue
         with open(f"/proc/{pid}/stat") as fh:
             assert fh.read().split()[2] == "Z", f"kernel {pid} still running"
+
+
+def test_estimate_probes_shrink_companion_budgets_with_the_scaled_parameter():
+    from ctdnn.runner import _doubled, _probe
+
+    run = {"parameters": {"epochs": 1000, "gnvpro_work_units": 4000, "seeds": [0, 1, 2, 3, 4]}}
+    rule = {"scale": "epochs", "probe": 10, "seeds": 1, "together": ["gnvpro_work_units"]}
+    params, seed_factor, key = _probe(run, rule)
+    assert key == "epochs" and params["epochs"] == 10 and params["seeds"] == [0]
+    assert params["gnvpro_work_units"] == 40 and seed_factor == 5.0
+    assert _doubled(params, rule) == {"gnvpro_work_units": 80}
+    assert run["parameters"]["gnvpro_work_units"] == 4000   # the run's own parameters untouched
