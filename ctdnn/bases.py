@@ -19,10 +19,11 @@ Three kinds are provided:
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
+
+from .checks import check_horizon, check_int
 
 __all__ = [
     "Basis",
@@ -35,24 +36,6 @@ __all__ = [
 ]
 
 BASIS_KINDS = ("monomial", "legendre", "none")
-
-
-def _check_positive_int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_horizon(T) -> float:
-    try:
-        T = float(T)
-    except (TypeError, ValueError):
-        raise TypeError(f"T must be a positive number, got {T!r}") from None
-    if not math.isfinite(T) or T <= 0:
-        raise ValueError(f"T must be a positive finite number, got {T}")
-    return T
 
 
 class Basis:
@@ -326,15 +309,15 @@ def make_basis(kind: str, degree: int | None = None, T: float = 1.0, n_steps: in
     if not isinstance(kind, str) or kind.lower() not in BASIS_KINDS:
         raise ValueError(f"unknown basis {kind!r}; choose one of {', '.join(map(repr, BASIS_KINDS))}")
     kind = kind.lower()
-    T = _check_horizon(T)
+    T = check_horizon(T)
     if kind == "none":
         if n_steps is None:
             raise ValueError("basis 'none' needs n_steps (one weight set per time step)")
-        n_steps = _check_positive_int("n_steps", n_steps, minimum=1)
+        n_steps = check_int("n_steps", n_steps, minimum=1)
         return PiecewiseConstantBasis(n_steps, T)
     if degree is None:
         raise ValueError(f"basis {kind!r} needs a degree (degree=d gives d+1 functions)")
-    degree = _check_positive_int("degree", degree, minimum=0)
+    degree = check_int("degree", degree, minimum=0)
     if kind == "monomial":
         if normalized:
             raise ValueError("normalized=True applies to the 'legendre' basis only")

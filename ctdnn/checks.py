@@ -15,7 +15,8 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["check_int", "check_number", "check_seed", "resolve_device", "SEED_LIMIT"]
+__all__ = ["check_int", "check_number", "check_horizon", "check_seed", "resolve_device",
+           "SEED_LIMIT"]
 
 #: Seeds lie in ``[0, SEED_LIMIT)``: torch's generators take 64-bit seeds.
 SEED_LIMIT = 2**64
@@ -75,6 +76,22 @@ def check_number(name: str, value, *, positive: bool = False, nonnegative: bool 
     if not math.isfinite(value) or (positive and value <= 0) or (nonnegative and value < 0):
         raise (error or ValueError)(f"{name} must be {kind}, got {value!r}")
     return value
+
+
+def check_horizon(T) -> float:
+    """The time horizon ``T`` as a positive finite ``float``.
+
+    Raises:
+        TypeError: ``T`` is not a number.
+        ValueError: ``T`` is not positive and finite.
+    """
+    try:
+        T = float(T)
+    except (TypeError, ValueError):
+        raise TypeError(f"T must be a positive number, got {T!r}") from None
+    if not math.isfinite(T) or T <= 0:
+        raise ValueError(f"T must be a positive finite number, got {T}")
+    return T
 
 
 def check_seed(seed, name: str = "seed", *, error=None) -> int:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .architectures import SurrogateNet, resolve_basis, weights_at
-from .bases import _check_horizon, _check_positive_int
+from .checks import check_horizon, check_int
 from .solvers import Dynamics, SolverStats, check_solver_options, solve
 from .weights import TimeVaryingLinear, stack_coefficients, stacked_sizes
 
@@ -170,7 +170,7 @@ class NeuralODE(SurrogateNet):
         _SolverOptions.check(method, rtol, atol, time_scaling, step_size, max_num_steps,
                              adjoint_norm)
         if hidden is not None:
-            hidden = _check_positive_int("hidden", hidden, minimum=1)
+            hidden = check_int("hidden", hidden, minimum=1)
         interval, scale = _basis_interval(self.T, time_scaling)
         self.basis = resolve_basis(basis, degree, interval, n_steps=n_steps, normalized=normalized)
         self.dynamics = TimeVaryingMLP(self.basis, self.width, hidden, time_scale=scale)
@@ -225,8 +225,8 @@ class TrajectoryODE(nn.Module):
                  adjoint_norm="default"):
         super().__init__()
         self.adjoint_norm = adjoint_norm
-        self.dim = _check_positive_int("dim", dim, minimum=1)
-        self.T = _check_horizon(T)
+        self.dim = check_int("dim", dim, minimum=1)
+        self.T = check_horizon(T)
         _SolverOptions.check(method, rtol, atol, time_scaling, step_size, max_num_steps,
                              adjoint_norm)
         interval, scale = _basis_interval(self.T, time_scaling)

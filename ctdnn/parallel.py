@@ -44,6 +44,8 @@ import uuid
 import warnings
 from pathlib import Path
 
+from .storage import write_bytes_atomic, write_text_atomic
+
 __all__ = ["map_units", "UnitError", "SCHEDULER_ENV", "UNIT_DIR_ENV", "RUN_KEY_ENV",
            "PROGRESS_ENV", "TIMES_ENV", "read_progress", "unit_seed"]
 
@@ -191,13 +193,7 @@ class _UnitStore:
         meta = {"run_key": self.run_key, "name": self.name, "label": label,
                 "sha256": hashlib.sha256(payload).hexdigest()}
         path = self._path(label)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            tmp.write_bytes(json.dumps(meta).encode() + b"\n" + payload)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes_atomic(path, json.dumps(meta).encode() + b"\n" + payload)
         return True
 
 
@@ -205,12 +201,6 @@ class _UnitStore:
 
 _progress_lock = threading.Lock()
 _progress = {"done": 0, "total": 0, "current": ""}
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def _report(*, add_total: int = 0, add_done: int = 0, current: str | None = None) -> None:
@@ -222,7 +212,7 @@ def _report(*, add_total: int = 0, add_done: int = 0, current: str | None = None
             _progress["current"] = current
         if path:
             try:
-                _write_json_atomic(Path(path), _progress)
+                write_text_atomic(Path(path), json.dumps(_progress))
             except OSError:
                 pass   # progress is a courtesy; it never fails a run
 

@@ -38,6 +38,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from .storage import atomic_write, write_text_atomic
+
 __all__ = ["load_presets", "plan", "execute", "estimate", "prepare_workdir", "build_book", "main",
            "RunnerError", "run_key"]
 
@@ -189,9 +191,7 @@ def _load_manifest(path: Path, log) -> dict:
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(manifest, indent=1))
 
 
 def _digest(path: Path) -> str:
@@ -589,8 +589,6 @@ def _execute_notebook(run: dict, stage: Path, kernel: str, env: dict, on_cell=No
         logger.addHandler(logging.NullHandler())
     name = run["name"]
     target = stage / f"{name}.ipynb"
-    fd, tmp = tempfile.mkstemp(dir=stage, prefix=f".{name}.", suffix=".ipynb")
-    os.close(fd)
     source = ROOT / "notebooks" / f"{run['notebook']}.ipynb"
     n_cells = len(json.loads(source.read_text()).get("cells", [])) + 1   # + injected parameters
 
@@ -598,31 +596,27 @@ def _execute_notebook(run: dict, stage: Path, kernel: str, env: dict, on_cell=No
         if on_cell is not None:
             on_cell(cell_index, n_cells)
 
-    try:
-        pm.execute_notebook(str(source), tmp,
-                            parameters=run["parameters"], kernel_name=kernel,
-                            progress_bar=False, report_mode=False,
-                            kernel_manager_class=_kernel_manager_class(
-                                env, stage / "kernel.log"),
-                            resources={"metadata": {"path": str(stage.resolve())}},
-                            on_cell_complete=cell_done, execution_timeout=cell_timeout)
-    except pm.PapermillExecutionError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        first_line = (exc.source or "").strip().splitlines()[:1]
-        where = f" ({first_line[0][:60]!r} ...)" if first_line else ""
-        raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) failed in cell "
-                          f"[{exc.exec_count}]{where}: {exc.ename}: {exc.evalue}") from None
-    except Exception as exc:   # e.g. the kernel died (out of memory) or did not start
-        Path(tmp).unlink(missing_ok=True)
-        raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) stopped: "
-                          f"{type(exc).__name__}: {exc} (the kernel's own messages: "
-                          f"{stage / 'kernel.log'})") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    prepare_executed_copy(tmp)   # the run's data set into the page title
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the executed copies are for readers
-    os.replace(tmp, target)
+    # Written under a hidden name (papermill wants the .ipynb suffix) and moved onto the
+    # target only when the notebook ran to its end.
+    with atomic_write(target, prefix=".", suffix=".ipynb") as tmp:
+        try:
+            pm.execute_notebook(str(source), str(tmp),
+                                parameters=run["parameters"], kernel_name=kernel,
+                                progress_bar=False, report_mode=False,
+                                kernel_manager_class=_kernel_manager_class(
+                                    env, stage / "kernel.log"),
+                                resources={"metadata": {"path": str(stage.resolve())}},
+                                on_cell_complete=cell_done, execution_timeout=cell_timeout)
+        except pm.PapermillExecutionError as exc:
+            first_line = (exc.source or "").strip().splitlines()[:1]
+            where = f" ({first_line[0][:60]!r} ...)" if first_line else ""
+            raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) failed in cell "
+                              f"[{exc.exec_count}]{where}: {exc.ename}: {exc.evalue}") from None
+        except Exception as exc:   # e.g. the kernel died (out of memory) or did not start
+            raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) stopped: "
+                              f"{type(exc).__name__}: {exc} (the kernel's own messages: "
+                              f"{stage / 'kernel.log'})") from exc
+        prepare_executed_copy(tmp)   # the run's data set into the page title
 
 
 def prepare_workdir(workdir: Path) -> Path:

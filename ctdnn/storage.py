@@ -51,12 +51,14 @@ def normal_permissions(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_write(path: str | os.PathLike, *, prefix: str = "",
+                 suffix: str = TMP_SUFFIX) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` if the block succeeds.
 
     The block writes the temporary file by any means (``write_bytes``, ``np.savez``, ...).
     If it raises, the temporary file is removed and ``path`` is left as it was (absent, or
-    the previous complete version). Parent folders are created.
+    the previous complete version). Parent folders are created. The temporary file is named
+    ``prefix + path.name + "." + <random> + suffix``.
 
     Example:
         >>> with atomic_write(target) as tmp:          # doctest: +SKIP
@@ -64,7 +66,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix + path.name + ".", suffix=suffix)
     os.close(fd)
     tmp = Path(name)
     try:

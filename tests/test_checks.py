@@ -90,10 +90,7 @@ PACKAGE = pathlib.Path(checks.__file__).parent
 
 #: Private names still imported across modules, to be replaced by the public ones
 #: (ctdnn.checks, ctdnn.storage, ctdnn.engine); none may be added.
-KNOWN_PRIVATE_IMPORTS = {
-    ("gnvpro.py", "training", "_cpu_state"), ("gnvpro.py", "training", "_plain"),
-    ("neural_ode.py", "bases", "_check_horizon"), ("neural_ode.py", "bases", "_check_positive_int"),
-}
+KNOWN_PRIVATE_IMPORTS: set = set()
 
 
 def _private_imports():

@@ -18,15 +18,16 @@ umask, e.g. ``0644``), not the private ``0600`` of temporary files.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
+
+from .. import storage
+from ..storage import normal_permissions
 
 #: Bump when the layout or contents of simulated ``.npz`` files change, so
 #: that files written by older code are no longer found.
@@ -58,59 +59,18 @@ def simulated_cache_dir() -> Path:
     return cache_dir() / "simulated"
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` on success.
+def atomic_write(path: str | os.PathLike):
+    """``ctdnn.storage.atomic_write`` with the cache's hidden temporary names: a context
+    manager yielding a temporary path next to ``path``, moved onto it if the block succeeds.
 
-    If the body raises, the temporary file is removed and ``path`` is left as
-    it was (absent, or the previous complete version).
+    The temporary file is ``.tmp-<name>.<random>.part`` in the destination folder, which
+    ``is_temporary`` recognises (``ctdnn data info`` lists such leftovers).
 
     Example:
         >>> with atomic_write(target) as tmp:          # doctest: +SKIP
         ...     tmp.write_bytes(payload)
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=_TMP_PREFIX + path.name + ".", suffix=".part", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        # fsync so that a crash right after the rename cannot expose an
-        # empty file under the final name.
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        normal_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def normal_permissions(path: str | os.PathLike) -> None:
-    """Give ``path`` the mode of an ordinary new file: ``0666`` less the umask.
-
-    Temporary files (``tempfile.mkstemp``) are created ``0600``; a cache file
-    moved into place keeps that mode unless it is changed.
-    """
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    # Linux reports the umask in /proc; elsewhere it can only be read by setting it (and
-    # putting it back at once), which briefly changes it for every thread.
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return storage.atomic_write(path, prefix=_TMP_PREFIX, suffix=".part")
 
 
 def is_temporary(path: Path) -> bool:

@@ -105,6 +105,7 @@ so that tests can drive it with manufactured solutions.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -113,6 +114,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 from tqdm import tqdm
+
+from ..checks import check_int
+
+# integer arguments: a ValueError naming the argument, like the simulators' other checks
+_check_int = functools.partial(check_int, error=ValueError)
 
 __all__ = [
     "CDR_DEFAULTS",
@@ -677,12 +683,6 @@ def simulate_cdr(n_samples: int = 800, *, seed: int = 0, progress: bool = True,
 # ---------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_positive(name: str, value) -> float:

@@ -94,11 +94,17 @@ the ELM ensemble. All samples run together as arrays; the Python loop runs over 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping
 
 import numpy as np
 from tqdm import tqdm
+
+from ..checks import check_int
+
+# integer arguments: a ValueError naming the argument, like the simulators' other checks
+_check_int = functools.partial(check_int, error=ValueError)
 
 __all__ = [
     "DALEC_DEFAULTS",
@@ -470,12 +476,6 @@ def simulate_dalec(n_samples: int = 2486, *, seed: int = 0, progress: bool = Tru
     return x, y, settings
 
 
-def _check_int(name: str, value, *, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _settings(overrides: dict) -> dict:

@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ..checks import resolve_device
 from . import sources
 from .cache import load_arrays, save_arrays, settings_key, simulated_cache_dir
 from .sources import DataUnavailableError, Located
@@ -287,7 +288,7 @@ class Dataset:
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> Dataset:
         """A new Dataset with every tensor moved/cast; ``self`` is unchanged."""
-        device = _resolve_device(device) if device is not None else self.device
+        device = resolve_device(device) if device is not None else self.device
         dtype = dtype if dtype is not None else self.dtype
         tensors = {
             f"{v}_{s}": getattr(self, f"{v}_{s}").to(device=device, dtype=dtype)
@@ -326,12 +327,6 @@ class Dataset:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
-
-
-def _resolve_device(device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------------------
@@ -630,7 +625,7 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
     name = _check_name(name)
     requested = _check_source(source)
     mode = _check_normalize(name, normalize)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     spec = sources.paper_file(name)
     incompatible = _paper_incompatibility(name, n_samples, simulator_overrides)
 

@@ -99,6 +99,7 @@ matrix; 10,000 samples take a few minutes on two CPU cores.
 
 from __future__ import annotations
 
+import functools
 import copy
 import math
 import numbers
@@ -108,6 +109,11 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from tqdm.std import tqdm
+
+from ..checks import check_int
+
+# integer arguments: a ValueError naming the argument, like the simulators' other checks
+_check_int = functools.partial(check_int, error=ValueError)
 
 __all__ = [
     "DCR_DEFAULTS",
@@ -445,12 +451,6 @@ def simulate_dcr(
     return x, y, settings
 
 
-def _check_int(name, value, *, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_float(name, value, *, positive=False, nonzero=False):

@@ -179,6 +179,19 @@ def _tally(outcomes: dict[str, str], what: str) -> Decision:
     return Decision("not reproduced", counts)
 
 
+def _per_cell(cells: Sequence[Comparison], n_seeds: int, judge: Callable[[Comparison], str],
+              what: str) -> Decision:
+    """The shared frame of the per-cell rules: too few seeds, cells where neither model
+    learned (undecided), then ``judge`` on each remaining cell, tallied by :func:`_tally`."""
+    _labels(cells)
+    few = _too_few(n_seeds)
+    if few:
+        return few
+    outcomes = {c.label: judge(c) if (c.ours_learned or c.other_learned) else "undecided"
+                for c in cells}
+    return _tally(outcomes, what)
+
+
 def _finite(*values) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
@@ -234,21 +247,13 @@ def conditioning_governs_fitting(ratios: dict[str, float], bound_holds: bool) ->
     partly if no worse in at least half of the decided cells; not reproduced otherwise.""")
 def no_worse_in_cells(cells: Sequence[Comparison], n_seeds: int) -> Decision:
     """Args: cells: per-cell per-seed errors (lower is better); n_seeds: seeds per model."""
-    _labels(cells)
-    few = _too_few(n_seeds)
-    if few:
-        return few
-    outcomes = {}
-    for c in cells:
-        if not (c.ours_learned or c.other_learned):
-            outcomes[c.label] = "undecided"
-            continue
+    def judge(c: Comparison) -> str:
         mo, mc = seed_stats(c.ours)[0], seed_stats(c.other)[0]
         if math.isnan(mo) or math.isnan(mc):
-            outcomes[c.label] = "undecided"
-            continue
-        outcomes[c.label] = "supports" if mo <= mc + spread(c.ours, c.other) else "contradicts"
-    return _tally(outcomes, "no worse within the seed spread")
+            return "undecided"
+        return "supports" if mo <= mc + spread(c.ours, c.other) else "contradicts"
+
+    return _per_cell(cells, n_seeds, judge, "no worse within the seed spread")
 
 
 @rule("degree-trend", f"""
@@ -274,22 +279,15 @@ def degree_trend(cells: Sequence[Comparison], n_seeds: int) -> Decision:
     decided cells; not reproduced otherwise.""")
 def comparable_accuracy(cells: Sequence[Comparison], n_seeds: int) -> Decision:
     """Args: cells: per (degree, scaling), ``ours`` Legendre and ``other`` monomial errors."""
-    _labels(cells)
-    few = _too_few(n_seeds)
-    if few:
-        return few
-    outcomes = {}
-    for c in cells:
-        if not (c.ours_learned or c.other_learned):
-            outcomes[c.label] = "undecided"
-        elif c.ours_learned != c.other_learned:
-            outcomes[c.label] = "contradicts"
-        else:
-            a, b = seed_stats(c.ours)[0], seed_stats(c.other)[0]
-            close = _finite(a, b) and (max(a, b) <= 2 * min(a, b)
-                                       or abs(a - b) <= spread(c.ours, c.other))
-            outcomes[c.label] = "supports" if close else "contradicts"
-    return _tally(outcomes, "comparable within a factor 2 or the seed spread")
+    def judge(c: Comparison) -> str:
+        if c.ours_learned != c.other_learned:
+            return "contradicts"
+        a, b = seed_stats(c.ours)[0], seed_stats(c.other)[0]
+        close = _finite(a, b) and (max(a, b) <= 2 * min(a, b)
+                                   or abs(a - b) <= spread(c.ours, c.other))
+        return "supports" if close else "contradicts"
+
+    return _per_cell(cells, n_seeds, judge, "comparable within a factor 2 or the seed spread")
 
 
 # ----------------------------------------------------------------------------- stability
