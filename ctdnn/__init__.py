@@ -4,10 +4,12 @@ A reproducible companion to Rosso, Ruthotto, Sargsyan, "Weight-Parameterization 
 Continuous Time Deep Neural Networks for Surrogate Modeling" (arXiv:2507.22045).
 
 Public API:
-    make_basis, Basis             bases of time functions (monomial, Legendre, per-step)
+    make_basis, Basis             bases of time functions (monomial, Legendre, per-step,
+                                  Chebyshev, Fourier, piecewise-linear hats)
     TimeVaryingParameter,
     TimeVaryingLinear             weights theta(t) = sum_j c_j p_j(t)
     ResNet, HamiltonianNet        discretize-then-optimize networks
+    initialize, INIT_SCHEMES      initial weights: ctdnn's, the authors' MATLAB and Python ones
     weights_at                    weight values K(t), b(t) at given times (also a method)
     NeuralODE, TrajectoryODE      optimize-then-discretize networks (torchdiffeq)
     solve, SolverStats, SolverError, solver_failures
@@ -23,7 +25,9 @@ from . import data, stationary
 from .architectures import HamiltonianNet, ResNet, SurrogateNet, weights_at
 from .ensemble import StackedNet, train_ensemble
 from .gnvpro import train_gnvpro
-from .bases import Basis, LegendreBasis, MonomialBasis, PiecewiseConstantBasis, make_basis
+from .initialization import INIT_SCHEMES, initialize
+from .bases import (Basis, ChebyshevBasis, FourierBasis, HatBasis, LegendreBasis, MonomialBasis,
+                    PiecewiseConstantBasis, make_basis)
 from .neural_ode import NeuralODE, TimeVaryingMLP, TrajectoryODE
 from .solvers import Dynamics, SolverError, SolverStats, solve, solver_failures
 from .status import Status
@@ -37,8 +41,9 @@ __all__ = [
     "data",
     "stationary",
     "Basis", "LegendreBasis", "MonomialBasis", "PiecewiseConstantBasis", "make_basis",
+    "ChebyshevBasis", "FourierBasis", "HatBasis",
     "TimeVaryingParameter", "TimeVaryingLinear",
-    "SurrogateNet", "ResNet", "HamiltonianNet", "weights_at",
+    "SurrogateNet", "ResNet", "HamiltonianNet", "weights_at", "initialize", "INIT_SCHEMES",
     "NeuralODE", "TrajectoryODE", "TimeVaryingMLP",
     "Dynamics", "solve", "SolverStats", "SolverError", "solver_failures", "Status",
     "train", "train_ensemble", "StackedNet", "TrainResult", "TrainingError", "relative_error", "resolve_device",

@@ -15,14 +15,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .bases import Basis, make_basis
+from .bases import Basis, PiecewiseConstantBasis, make_basis
 from .checks import check_int, check_number
+from .initialization import check_init, initialize
 from .weights import TimeVaryingLinear, stack_coefficients, stacked_sizes
 
 __all__ = ["SurrogateNet", "SteppedNet", "ResNet", "HamiltonianNet", "resolve_basis",
-           "weights_at"]
+           "weights_at", "TIKHONOV", "WEIGHT_TIMES"]
 
 WEIGHT_TIMES = ("consistent", "paper")
+#: What the Tikhonov term on the flow weights measures (see :meth:`SurrogateNet.penalty`).
+TIKHONOV = ("integral", "coefficients")
 
 
 def resolve_basis(basis, degree, T, n_steps=None, normalized=False) -> Basis:
@@ -99,15 +102,35 @@ class SurrogateNet(nn.Module):
         """The coefficients of the time-varying weights."""
         return [p for m in self.time_varying for p in m.parameters()]
 
-    def penalty(self, alpha_theta: float = 0.0, alpha_W: float = 0.0) -> torch.Tensor:
-        """Tikhonov penalty ``alpha_theta/2 int_0^T ||theta(t)||^2 dt + alpha_W/2 ||W||_F^2``.
+    def penalty(self, alpha_theta: float = 0.0, alpha_W: float = 0.0,
+                tikhonov: str = "integral") -> torch.Tensor:
+        """Tikhonov penalty ``R_theta + alpha_W/2 ||W||_F^2`` (``W`` with the closing bias).
 
-        The first term is exact through each basis' Gram matrix; ``W`` includes the
-        closing layer's bias.
+        Args:
+            alpha_theta: weight of the term on the flow weights.
+            alpha_W: weight of the term on the closing layer ``W`` (weight and bias).
+            tikhonov: what ``R_theta`` measures.
+                ``"integral"`` (ctdnn): ``alpha_theta/2 int_0^T ||theta(t)||^2 dt`` over the
+                time-varying weights, exact through each basis' Gram matrix; the opening
+                layer is not penalised.
+                ``"coefficients"`` (the authors' MATLAB, ``runExperiment_v2.m``:
+                ``tikhonovReg(opEye(numel(th0)), alpha1)``, and ``dnnVarProRegressionObjFctn``
+                for GNvpro): ``alpha_theta/2 ||theta||^2`` over the whole parameter vector
+                before the closing layer, i.e. the opening layer's weight and bias and every
+                coefficient of the time-varying weights (their Euclidean norm, whatever the
+                basis' Gram matrix).
+
+        Returns:
+            A scalar tensor.
         """
+        if tikhonov not in TIKHONOV:
+            raise ValueError(f"tikhonov must be one of {TIKHONOV}, got {tikhonov!r}")
         total = self.closing.weight.new_zeros(())
-        if alpha_theta:
+        if alpha_theta and tikhonov == "integral":
             total = total + 0.5 * alpha_theta * sum(m.l2_norm_squared() for m in self.time_varying)
+        elif alpha_theta:
+            params = list(self.opening.parameters()) + self.time_parameters()
+            total = total + 0.5 * alpha_theta * sum(q.square().sum() for q in params)
         if alpha_W:
             total = total + 0.5 * alpha_W * (self.closing.weight.square().sum()
                                              + self.closing.bias.square().sum())
@@ -146,15 +169,20 @@ class SteppedNet(SurrogateNet):
     :class:`~ctdnn.weights.TimeVaryingLinear` layer evaluated at the step times."""
 
     def __init__(self, n_in, n_out, *, width=15, n_steps=12, T=1.0, basis="legendre", degree=3,
-                 weight_times="consistent", normalized=False):
+                 weight_times="consistent", normalized=False, init="uniform"):
         super().__init__(n_in, n_out, width, T)
         self.n_steps = check_int("n_steps", n_steps, minimum=1)
         if weight_times not in WEIGHT_TIMES:
             raise ValueError(f"weight_times must be one of {WEIGHT_TIMES}, got {weight_times!r}")
+        self.init = check_init(init)
         self.weight_times = weight_times
         self.h = self.T / self.n_steps
         self.basis = resolve_basis(basis, degree, self.T, n_steps=self.n_steps,
                                    normalized=normalized)
+        if isinstance(self.basis, PiecewiseConstantBasis) and self.basis.n_steps != self.n_steps:
+            raise ValueError(f"the per-step basis has {self.basis.n_steps} weight sets but the "
+                             f"network takes n_steps={self.n_steps} steps; build it with "
+                             f"n_steps={self.n_steps}")
         if weight_times == "consistent":
             # t_k = k h: the weights act at the left end of the Euler step they drive.
             self.step_times = [k * self.h for k in range(self.n_steps)]
@@ -166,8 +194,16 @@ class SteppedNet(SurrogateNet):
         self.time_varying.append(self.layer)
         self.register_buffer("basis_matrix", self._basis_matrix(torch.get_default_dtype()),
                              persistent=False)
+        # "uniform" is what construction drew; drawing again would move the random stream.
+        if init != "uniform":
+            initialize(self, init)
 
     def _basis_matrix(self, dtype, device=None) -> torch.Tensor:
+        """``(n_steps, n_functions)``: row ``k`` holds the basis values step ``k`` uses."""
+        if isinstance(self.basis, PiecewiseConstantBasis):
+            # Step k uses weight set k by its index, whatever the weight times: no rounded
+            # t_k / h decides (floor(7 * (1/12) / (1/12)) is 6).
+            return torch.eye(self.n_steps, dtype=dtype, device=device)
         times = torch.tensor(self.step_times, dtype=torch.float64)
         return self.basis(times).to(dtype=dtype, device=device)
 
@@ -183,7 +219,7 @@ class SteppedNet(SurrogateNet):
 
     def extra_repr(self) -> str:
         return (f"basis={self.basis!r}, n_steps={self.n_steps}, T={self.T:g}, "
-                f"weight_times={self.weight_times!r}")
+                f"weight_times={self.weight_times!r}, init={self.init!r}")
 
 
 class ResNet(SteppedNet):
@@ -195,10 +231,15 @@ class ResNet(SteppedNet):
         n_steps: Euler steps ``n_t`` (paper: 12), ``h = T / n_steps``.
         T: final time.
         basis: ``"legendre"``, ``"monomial"``, ``"none"`` or a :class:`~ctdnn.bases.Basis`.
+            With ``"none"`` step ``k`` uses weight set ``k`` (the step basis matrix is the
+            identity, whatever ``weight_times``).
         degree: polynomial degree ``d`` (``d + 1`` functions); ignored for ``"none"``.
         weight_times: ``"consistent"`` (weights at ``t_k = k h``, default) or ``"paper"``
             (weights at ``linspace(0, T, n_steps)``, the authors' grid).
         normalized: orthonormal Legendre scaling.
+        init: initial weights, one of :data:`ctdnn.initialization.INIT_SCHEMES`:
+            ``"uniform"`` (default), ``"he_normal"`` (the authors' MATLAB) or
+            ``"small_normal"`` (see :func:`ctdnn.initialization.initialize`).
 
     Shapes: ``x: (batch, n_in)`` -> ``(batch, n_out)``.
     """
@@ -249,7 +290,10 @@ def weights_at(model, t) -> list[tuple[torch.Tensor, torch.Tensor]]:
     matrix at ``t`` times all layers' coefficients stacked side by side
     (:func:`~ctdnn.weights.stack_coefficients`). The basis is evaluated in float64 at the
     time the model's flow uses: ``t`` itself for ResNet and HamiltonianNet (whose steps use
-    ``t_k``) and ``t / T`` for ODE models with ``time_scaling="rescaled"``.
+    ``t_k``) and ``t / T`` for ODE models with ``time_scaling="rescaled"``. For the per-step
+    basis ``"none"`` a time maps to a weight set by
+    :meth:`~ctdnn.PiecewiseConstantBasis.interval_index`: ``t = k T / n_steps`` gives set
+    ``k``, the set the stepped networks use at step ``k``.
     The result is differentiable in the coefficients (wrap the call in ``torch.no_grad()``
     for plain values).
 

@@ -35,7 +35,8 @@ from .storage import write_bytes_atomic, write_text_atomic
 __all__ = ["page_title", "prepare_executed_copy", "data_source", "Banner", "banner",
            "preset_note", "PRESET_NOTES", "badge", "ClaimRow", "claim_rows", "verdict_counts",
            "summary_banner", "summary_table_html", "rules_html", "glance_html", "claims_csv",
-           "write_bundle", "Summary", "html_table", "Reproducibility", "manifest_path", "Cell"]
+           "write_bundle", "Summary", "html_table", "Reproducibility", "manifest_path", "Cell",
+           "STANDINS_NOTEBOOK", "agreement_html", "trust_markdown"]
 
 # ---------------------------------------------------------------------------
 # Page titles
@@ -431,18 +432,67 @@ def _ours_html(text: str) -> str:
             f"{_e(text[cut:].lstrip('; '))}</details>")
 
 
+#: The notebook that decides the claims on both sources (the paper's data and the simulators).
+STANDINS_NOTEBOOK = "08_standins"
+_OTHER = {"paper": "simulated", "simulated": "paper"}
+_SOURCE_WORDS = {"paper": "paper's data", "simulated": "simulated"}
+
+
+def agreement_html(cell: Cell, source: str | None, agreement: Mapping | None) -> str:
+    """Whether the same claim agrees on the other source, shown under a verdict's badge.
+
+    Args:
+        cell: the verdict of one data set.
+        source: the source of the cell's run (``"paper"`` or ``"simulated"``), if known.
+        agreement: ``{(dataset, claim key): row}`` of the stand-ins comparison (rows with the
+            ``paper`` and ``simulated`` verdicts and ``agrees``), or ``None`` when the build
+            has no comparison.
+
+    Returns:
+        HTML (empty for data sets without a stand-in, or when nothing was compared).
+    """
+    ds = cell.claim.dataset
+    if ds == "DCR":
+        return ('<div class="ctdnn-agreement" style="font-size:.85em">paper&#x27;s data: '
+                "not measured (no file)</div>")
+    if ds not in ("ELM", "CDR") or agreement is None:
+        return ""
+    row = agreement.get((ds, cell.claim.key))
+    other = _OTHER.get(source)
+    if row is None or other is None or row.get(other) is None:
+        return ('<div class="ctdnn-agreement" style="font-size:.85em">other source: '
+                "not compared</div>")
+    # Against this cell's own verdict: an archived paper-data verdict (a build without the
+    # paper's files) stands beside whatever this build decided on the simulator.
+    agrees = cell.claim.verdict == row[other]
+    word = "agrees" if agrees else "differs"
+    colour = "#14532d" if agrees else "#7f1d1d"
+    where = _SOURCE_WORDS[other] + (" (archived comparison)" if row.get("archived") else "")
+    return (f'<div class="ctdnn-agreement" data-agrees="{str(agrees).lower()}" '
+            f'style="font-size:.85em">{_e(where)}: {_e(row[other])}, '
+            f'<span style="color:{colour};font-weight:600">{word}</span></div>')
+
+
 def summary_table_html(rows: list[ClaimRow], *, link_prefix: str = "",
-                       table_id: str = "reproduction-summary") -> str:
+                       table_id: str = "reproduction-summary",
+                       agreement: Mapping | None = None,
+                       sources: Mapping[tuple[str, str], str] | None = None) -> str:
     """One row per claim: the claim, the paper's number, a verdict badge and our numbers per
-    data set (linked to its page), and the rules as footnote links (``#rule-N``)."""
+    data set (linked to its page), and the rules as footnote links (``#rule-N``).
+
+    With ``agreement`` (see :func:`agreement_html`) and ``sources`` (``{(run, dataset):
+    source}``), each badge carries whether the same claim on the other source (the paper's
+    data for a simulated-data verdict, and the reverse) gets the same verdict.
+    """
     head = "".join(f'<th style="width:{w}%">{h}</th>' for h, w in
                    (("claim", 24), ("paper", 18), ("verdict", 15), ("ours", 35), ("rule", 8)))
     body = []
     for row in rows:
         verdicts = "".join(
             f'<div style="margin-bottom:.25em"><a href="{_e(link_prefix + c.run)}.html">'
-            f"{_e(_label(c.claim.dataset))}</a> {badge(c.claim.verdict, c.claim.reason)}</div>"
-            for c in row.cells)
+            f"{_e(_label(c.claim.dataset))}</a> {badge(c.claim.verdict, c.claim.reason)}"
+            + agreement_html(c, (sources or {}).get((c.run, c.claim.dataset)), agreement)
+            + "</div>" for c in row.cells)
         ours = "".join(f'<div style="margin-bottom:.25em"><strong>{_e(_label(c.claim.dataset))}'
                        f"</strong>: {_ours_html(c.claim.ours)}</div>" for c in row.cells)
         rules = ", ".join(f'<a href="#rule-{n}">rule&nbsp;{n}</a>' for n in row.rules)
@@ -550,14 +600,35 @@ class Summary:
     rows: tuple[ClaimRow, ...]
     rules: tuple[str, ...]
     counts: dict
+    standins: RunResults | None = None
 
     @classmethod
     def from_folder(cls, results_dir: str | os.PathLike, preset: str) -> Summary:
-        """Read every experiment's results file of ``results_dir`` (none: an empty summary)."""
+        """Read every experiment's results file of ``results_dir`` (none: an empty summary).
+
+        The stand-ins comparison (:data:`STANDINS_NOTEBOOK`) holds no claims of its own; it is
+        kept apart and supplies the agreement column and the trust statements.
+        """
         folder = Path(results_dir)
         runs = tuple(read_runs(folder)) if folder.is_dir() else ()
+        standins = next((r for r in runs if r.notebook == STANDINS_NOTEBOOK), None)
+        runs = tuple(r for r in runs if r.notebook != STANDINS_NOTEBOOK)
         rows, rules = claim_rows(runs)
-        return cls(runs, preset, tuple(rows), tuple(rules), verdict_counts(runs))
+        return cls(runs, preset, tuple(rows), tuple(rules), verdict_counts(runs), standins)
+
+    def agreement(self) -> dict | None:
+        """``{(dataset, claim key): row}`` of the stand-ins comparison, or None."""
+        if self.standins is None:
+            return None
+        return {(r["dataset"], r["key"]): r for r in self.standins.metrics.get("agreement", [])}
+
+    def sources(self) -> dict:
+        """``{(run, dataset): "paper" | "simulated" | ...}`` of every run's data."""
+        return {(r.run, s.name): s.source for r in self.runs for s in r.data}
+
+    def trust_markdown(self) -> str:
+        """How far each data set's verdicts can be trusted (see :func:`trust_markdown`)."""
+        return trust_markdown(self.standins, self.runs)
 
     def banner(self) -> Banner:
         return summary_banner(self.runs, self.preset)
@@ -566,7 +637,8 @@ class Summary:
         return counts_html(self.counts)
 
     def table_html(self) -> str:
-        return summary_table_html(list(self.rows)) + rules_html(list(self.rules))
+        return (summary_table_html(list(self.rows), agreement=self.agreement(),
+                                   sources=self.sources()) + rules_html(list(self.rules)))
 
     def glance_html(self, link_prefix: str = "generated/") -> str:
         return glance_html(list(self.rows), self.counts, link_prefix=link_prefix)
@@ -598,6 +670,27 @@ class Summary:
                  "* The results file of each run: " + ", ".join(
                      f"{{download}}`{r.run}.json <{d}/{r.run}.json>`" for r in self.runs)]
         return "\n".join(lines[:2] + (lines[2:] if self.runs else []))
+
+
+def trust_markdown(standins: RunResults | None, runs: Iterable[RunResults] = ()) -> str:
+    """Markdown: per simulated data set of ``runs``, how far its verdicts can be trusted.
+
+    The statements come from the stand-ins comparison's ``metrics["trust"]``; without a
+    comparison in the build, a line says that the agreement was not measured.
+    """
+    simulated = sorted({s.name for r in runs for s in r.data if s.source == "simulated"
+                        and s.name in ("ELM", "CDR", "DCR")}, key=_dataset_rank)
+    if standins is None:
+        if not simulated:
+            return ""
+        return ("The verdicts on simulated data (" + ", ".join(simulated) + ") were not "
+                "compared with the paper's data in this build: run the stand-ins page "
+                f"({STANDINS_NOTEBOOK}) to measure how far they carry over.")
+    trust = standins.metrics.get("trust") or {}
+    names = sorted(set(trust) | set(simulated), key=_dataset_rank)
+    lines = [f"* {trust[n]}" if n in trust else f"* {n}: not measured by the comparison."
+             for n in names]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------

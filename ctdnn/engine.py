@@ -160,13 +160,14 @@ def model_fingerprint(model) -> dict:
 
     Class; sizes (``n_in``, ``n_out``, ``width``, ``dim``, ``hidden``); the basis (name,
     degree, interval, normalisation); ``T``, ``n_steps``, weight times and time scaling;
+    the opening layer, initialisation and what the basis sees past ``T``;
     for ODE models the solver (method, tolerances, step size, step budget, adjoint and its
     norm); dtype and the name and shape of every parameter.
     """
     fp = {"class": type(model).__name__}
     for attr in ("n_in", "n_out", "width", "dim", "n_steps", "T", "weight_times",
                  "time_scaling", "method", "rtol", "atol", "step_size", "max_num_steps",
-                 "adjoint", "adjoint_norm"):
+                 "adjoint", "adjoint_norm", "time_past_T", "opening_activation", "init"):
         if hasattr(model, attr):
             fp[attr] = fingerprint_value(getattr(model, attr))
     basis = getattr(model, "basis", None)
@@ -433,6 +434,7 @@ class Run:
         self.start = self.done = 0
         self.stop = total
         self.status, self.message, self.solver_status = Status.COMPLETED, "", None
+        self.stopped_early = False
         self.snapshot: Snapshot | None = None
         self.clock = Clock()
 
@@ -474,6 +476,9 @@ class Run:
                 self.counters.update({k: ck["counters"][k] for k in self.counters})
             self.start = self.done = int(ck[self.unit])
             self.best = BestState(ck[f"best_{self.unit}"], ck["best_val"], ck["best_state"])
+            self.stopped_early = bool(ck.get("stopped_early", False))
+            if self.stopped_early:
+                self.message = ck.get("stop_message", "")
             ended = ck.get("ended")
             if ended is not None:  # a run that stopped on a failure is not retried
                 self.status, self.message = Status(ended[0]), ended[1]
@@ -495,7 +500,9 @@ class Run:
             "model": cpu_state(snap.model_state), "optimizer": snap.optimizer_state,
             "generator": snap.generator_state, **self.logs, "counters": self.counters,
             self.unit: self.done, f"best_{self.unit}": self.best.step,
-            "best_val": self.best.score, "best_state": self.best.state, "ended": ended})
+            "best_val": self.best.score, "best_state": self.best.state, "ended": ended,
+            "stopped_early": self.stopped_early,
+            "stop_message": self.message if self.stopped_early else ""})
 
     # -- the loop --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -507,7 +514,7 @@ class Run:
                 still targets ``total``. A run resumed after a failure runs none.
         """
         self.stop = self.total if max_steps is None else min(self.total, self.start + max_steps)
-        if self.status != Status.COMPLETED:
+        if self.status != Status.COMPLETED or self.stopped_early:
             self.stop = self.start
         self.snapshot = Snapshot(self.model, self.optimizer, self.generator, self.logs,
                                  self.counters)
@@ -548,6 +555,17 @@ class Run:
             self.save()
         self._bar.update(**postfix)
 
+    def stop_early(self, step: int, detail: str) -> None:
+        """End a run on purpose after the completed step ``step`` (an early-stopping rule).
+
+        The status stays ``"completed"``, :attr:`stopped_early` is set and checkpointed, so a
+        resume does not continue it; the message reads ``"<label>: stopped early after
+        <unit> <step>: <detail>"``.
+        """
+        self.stopped_early = True
+        self.message = f"{self.label}: stopped early after {self.unit} {step}: {detail}"
+        self.save()
+
     def fail(self, status: Status, detail: str, solver_status: Status | None = None) -> None:
         """End the run at its last good state.
 
@@ -564,7 +582,7 @@ class Run:
         checkpointed with its status, so that a resume reports it instead of retrying."""
         if self.failed:
             self.save()
-        elif self.status == Status.COMPLETED and self.done < self.total:
+        elif self.status == Status.COMPLETED and self.done < self.total and not self.stopped_early:
             self.status = Status.PARTIAL
             self.message = (f"{self.label}: stopped after {self.unit} {self.done} of "
                             f"{self.total} (max_{self.unit}s)")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .architectures import HamiltonianNet, SteppedNet
+from .architectures import TIKHONOV, HamiltonianNet, SteppedNet
 from .engine import (BestState, Checkpoint, Clock, Progress, Snapshot, cpu_state,
                      fingerprint_value, model_fingerprint, tensor_digest)
 from .status import Status
@@ -117,12 +117,20 @@ class StackedNet(nn.Module):
         """``x: (K, batch, n_in)`` -> ``(K, batch, n_out)``."""
         return torch.baddbmm(self.closing_bias.unsqueeze(1), self.features(x), self.closing_weight.mT)
 
-    def penalty(self, alpha_theta=0.0, alpha_W=0.0):
-        """Per-member Tikhonov penalties, ``(K,)`` (as :meth:`SurrogateNet.penalty`)."""
+    def penalty(self, alpha_theta=0.0, alpha_W=0.0, tikhonov="integral"):
+        """Per-member Tikhonov penalties, ``(K,)`` (as :meth:`SurrogateNet.penalty`, with
+        the same ``tikhonov`` choices: ``"integral"`` or ``"coefficients"``)."""
+        if tikhonov not in TIKHONOV:
+            raise ValueError(f"tikhonov must be one of {TIKHONOV}, got {tikhonov!r}")
         out = self.h.new_zeros(self.K)
-        if alpha_theta:
+        if alpha_theta and tikhonov == "integral":
             C = self.theta.flatten(2)  # (K, nf, w*(w+1))
             out = out + 0.5 * alpha_theta * torch.einsum("kfi,kfg,kgi->k", C, self.gram, C)
+        elif alpha_theta:
+            # padded coefficients are zero, so they add nothing
+            out = out + 0.5 * alpha_theta * (self.opening_weight.square().sum((1, 2))
+                                             + self.opening_bias.square().sum(1)
+                                             + self.theta.square().sum((1, 2, 3)))
         if alpha_W:
             out = out + 0.5 * alpha_W * (self.closing_weight.square().sum((1, 2))
                                          + self.closing_bias.square().sum(1))
@@ -152,7 +160,7 @@ def _evaluate(net, x, y, chunk=4096):
 
 def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
                    optimizer: str = "adam", device="auto", seeds=0, alpha_theta: float = 0.0,
-                   alpha_W: float = 0.0, warm_start: bool = False,
+                   alpha_W: float = 0.0, tikhonov: str = "integral", warm_start: bool = False,
                    warm_start_alpha: float = 1e-6, progress: bool = True,
                    checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1,
                    resume: bool = False, name: str | None = None,
@@ -174,6 +182,8 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
             same member configurations, data and settings.
         epochs, batch_size, lr, optimizer, device: as for :func:`ctdnn.train`.
         alpha_theta, alpha_W, warm_start, warm_start_alpha: as for :func:`ctdnn.train`.
+        tikhonov: what the term on the flow weights measures, ``"integral"`` or
+            ``"coefficients"`` (see :meth:`ctdnn.SurrogateNet.penalty`).
         progress, name: as for :func:`ctdnn.train`.
 
     Returns:
@@ -187,6 +197,8 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
             all-zero target rows), or a checkpoint that is corrupt or from another run.
     """
     models = list(models)
+    if tikhonov not in TIKHONOV:
+        raise TrainingError(f"tikhonov must be one of {TIKHONOV}, got {tikhonov!r}")
     check_minibatch_settings(epochs=epochs, batch_size=batch_size,
                              checkpoint_every=checkpoint_every, max_epochs=max_epochs,
                              alpha_theta=alpha_theta, alpha_W=alpha_W)
@@ -209,6 +221,8 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
                          "lr": fingerprint_value(lr), "optimizer": optimizer, "seeds": seeds,
                          "alpha_theta": fingerprint_value(alpha_theta),
                          "alpha_W": fingerprint_value(alpha_W), "warm_start": bool(warm_start),
+                         # named only off its default, so older checkpoints stay valid
+                         **({"tikhonov": tikhonov} if tikhonov != "integral" else {}),
                          "warm_start_alpha": fingerprint_value(warm_start_alpha) if warm_start else None},
         }
         ckpt = Checkpoint(Path(checkpoint), "ensemble", fingerprint, checkpoint_every)
@@ -275,7 +289,7 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
                 xb, yb = xt[idx], yt[idx]                # (K, b, n_in), (K, b, n_out)
                 pred = net(xb)
                 losses = 0.5 * (pred - yb).square().sum((1, 2)) / idx.shape[1]
-                losses = losses + net.penalty(alpha_theta, alpha_W)
+                losses = losses + net.penalty(alpha_theta, alpha_W, tikhonov)
                 opt.zero_grad(set_to_none=True)
                 torch.where(mask, losses, 0.0).sum().backward()
                 opt.step()

@@ -12,9 +12,15 @@ from .checks import check_horizon, check_int
 from .solvers import Dynamics, SolverStats, check_solver_options, solve
 from .weights import TimeVaryingLinear, stack_coefficients, stacked_sizes
 
-__all__ = ["TimeVaryingMLP", "NeuralODE", "TrajectoryODE", "TIME_SCALINGS"]
+__all__ = ["TimeVaryingMLP", "NeuralODE", "TrajectoryODE", "TIME_SCALINGS", "TIME_PAST_T",
+           "OPENINGS"]
 
-TIME_SCALINGS = ("rescaled", "unscaled")
+#: How solver time ``t`` in ``[0, T]`` reaches the basis (see :func:`_basis_interval`).
+TIME_SCALINGS = ("rescaled", "unscaled", "absolute")
+#: What the basis sees when an adaptive solver's stage times step past the interval's end.
+TIME_PAST_T = ("extrapolate", "clamp")
+#: The opening layer of :class:`NeuralODE`: ``tanh(K0 x + b0)`` or the linear ``K0 x + b0``.
+OPENINGS = ("tanh", "linear")
 
 
 class TimeVaryingMLP(Dynamics):
@@ -27,7 +33,11 @@ class TimeVaryingMLP(Dynamics):
 
     The basis is evaluated at ``s = time_scale * (t + offset)``: ``offset`` (``(batch,)``,
     optional) lets every sample of a batch start at its own absolute time while sharing
-    one adaptive solve.
+    one adaptive solve. With ``clamp=(lo, hi)`` the basis sees ``min(max(s, lo), hi)``:
+    the stages of an adaptive step that overshoot the end of the basis interval (dopri5's
+    last stages can lie past ``T``) then take the end value instead of an extrapolation,
+    as the authors' Python code does; the clamped time has zero derivative outside
+    ``[lo, hi]``.
 
     One evaluation costs one basis row, one matmul of that row with all layers'
     coefficients stacked side by side (:func:`~ctdnn.weights.stack_coefficients`), and one
@@ -36,12 +46,13 @@ class TimeVaryingMLP(Dynamics):
     """
 
     def __init__(self, basis, width: int, hidden: int | None = None, *, time_scale: float = 1.0,
-                 transform: str | None = None):
+                 transform: str | None = None, clamp: tuple[float, float] | None = None):
         super().__init__()
         if transform not in (None, "cube"):
             raise ValueError(f"transform must be None or 'cube', got {transform!r}")
         self.basis = basis
         self.time_scale = float(time_scale)
+        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
         self.transform = transform
         self.hidden = hidden
         if hidden is None:
@@ -75,6 +86,8 @@ class TimeVaryingMLP(Dynamics):
         if self.offset is None:
             if not isinstance(t, torch.Tensor):
                 t = torch.tensor(t, dtype=S.dtype, device=S.device)
+            if self.clamp is not None:
+                t = torch.clamp(t, self.clamp[0] / self.time_scale, self.clamp[1] / self.time_scale)
             if t.device.type == "cpu":
                 # The basis row from Python floats: one small autograd node where the
                 # tensor recurrence takes a dozen (the solver's times carry gradients).
@@ -91,7 +104,10 @@ class TimeVaryingMLP(Dynamics):
                 if i == 0:
                     v = torch.tanh(v)
             return v
-        B = self.basis(self.time_scale * (t + self.offset))  # (batch, n_functions)
+        s_basis = self.time_scale * (t + self.offset)
+        if self.clamp is not None:
+            s_basis = torch.clamp(s_basis, *self.clamp)
+        B = self.basis(s_basis)  # (batch, n_functions)
         blocks = torch.mm(B, S).split(self._sizes, dim=1)
         for i, (layer, block) in enumerate(zip(self.layers, blocks)):
             W = block.view(-1, layer.n_out, layer.n_in + 1)
@@ -105,14 +121,25 @@ class TimeVaryingMLP(Dynamics):
         return sum(layer.l2_norm_squared() for layer in self.layers)
 
 
+def _initialize(model, init: str) -> None:
+    """Apply an initialisation scheme; ``"uniform"`` is what the layers already hold."""
+    from .initialization import check_init, initialize
+
+    if check_init(init) != "uniform":   # a second uniform draw would move the random stream
+        initialize(model, init)
+
+
 class _SolverOptions:
     """Validation shared by the ODE models."""
 
     @staticmethod
-    def check(method, rtol, atol, time_scaling, step_size, max_num_steps, adjoint_norm):
+    def check(method, rtol, atol, time_scaling, step_size, max_num_steps, adjoint_norm,
+              time_past_T="extrapolate"):
         """At construction, so that a bad setting fails before the first forward pass."""
         if time_scaling not in TIME_SCALINGS:
             raise ValueError(f"time_scaling must be one of {TIME_SCALINGS}, got {time_scaling!r}")
+        if time_past_T not in TIME_PAST_T:
+            raise ValueError(f"time_past_T must be one of {TIME_PAST_T}, got {time_past_T!r}")
         check_solver_options(method, rtol, atol, step_size=step_size,
                              max_num_steps=max_num_steps, adjoint_norm=adjoint_norm)
 
@@ -122,12 +149,27 @@ def _basis_interval(T: float, time_scaling: str):
 
     ``"rescaled"``: the basis lives on [0, 1] and is evaluated at ``t / T``.
     ``"unscaled"``: the basis lives on [0, T] and is evaluated at the absolute time ``t``;
-    for monomials this is ``t**j`` with ``t`` up to ``T`` (the setting of the authors'
-    earlier code), for Legendre it coincides with the rescaled basis.
+    for monomials this is ``t**j`` with ``t`` up to ``T``, for Legendre it coincides with
+    the rescaled basis (``P_j(2 t / T - 1)``).
+    ``"absolute"``: the basis is defined on [0, 1] but evaluated at the absolute time
+    ``t`` in [0, T], as the authors' earlier code did for both bases: monomials ``t**j``
+    and Legendre ``P_j(2 t - 1)``, which grows like ``(4 t)**j`` too (at ``t = 20``:
+    1, 39, 2.28e3, 1.48e5). For ``T = 1`` all three settings coincide.
     """
     if time_scaling == "rescaled":
         return 1.0, 1.0 / T
+    if time_scaling == "absolute":
+        return 1.0, 1.0
     return T, 1.0
+
+
+def _clamp_range(T: float, time_scaling: str, time_past_T: str):
+    """The basis-time interval that ``time_past_T="clamp"`` keeps solver stages inside."""
+    if time_past_T == "extrapolate":
+        return None
+    interval, scale = _basis_interval(T, time_scaling)
+    # "absolute" evaluates a [0, 1] basis on [0, T]: clamp to the solve's own span
+    return (0.0, T * scale) if time_scaling == "absolute" else (0.0, interval)
 
 
 class NeuralODE(SurrogateNet):
@@ -143,12 +185,22 @@ class NeuralODE(SurrogateNet):
         method, rtol, atol: torchdiffeq solver and tolerances (paper: dopri5, 1e-7, 1e-9).
         adjoint: gradients by the adjoint method; otherwise backpropagation through the
             solver.
-        time_scaling: ``"rescaled"`` (basis on [0, 1] at ``t / T``) or ``"unscaled"``.
+        time_scaling: ``"rescaled"`` (basis on [0, 1] at ``t / T``), ``"unscaled"`` (basis on
+            [0, T] at ``t``) or ``"absolute"`` (basis on [0, 1] at ``t``, the authors' earlier
+            code); the same for ``T = 1``.
         n_steps: intervals of the piecewise-constant ``"none"`` basis.
         step_size: step of fixed-step methods.
         max_num_steps: adaptive step budget.
         adjoint_norm: ``"default"`` or ``"seminorm"`` step control of the adjoint solve
             (see :func:`~ctdnn.solve`).
+        time_past_T: ``"extrapolate"`` (the basis polynomial continues past ``T`` when a
+            solver stage overshoots it) or ``"clamp"`` (the basis time is clamped to its
+            interval, as the authors' Python code does).
+        opening: ``"tanh"`` (``u(0) = tanh(K0 x + b0)``, as the DTO networks) or ``"linear"``
+            (``u(0) = K0 x + b0``, the authors' Python neural ODE).
+        init: initialisation scheme of :func:`ctdnn.initialization.initialize`:
+            ``"uniform"`` (torch's default), ``"he_normal"`` or ``"small_normal"`` (the
+            authors' Python neural ODE: dynamics weights N(0, 0.1^2), zero biases).
 
     After each forward pass, :attr:`stats` holds that solve's :class:`SolverStats` (its
     backward counters fill in during ``backward()``) and :attr:`total_stats` the cumulative
@@ -164,19 +216,32 @@ class NeuralODE(SurrogateNet):
     def __init__(self, n_in, n_out, *, width=15, hidden=None, T=1.0, basis="legendre", degree=3,
                  method="dopri5", rtol=1e-7, atol=1e-9, adjoint=True, time_scaling="rescaled",
                  n_steps=None, step_size=None, max_num_steps=100_000, normalized=False,
-                 adjoint_norm="default"):
+                 adjoint_norm="default", time_past_T="extrapolate", opening="tanh",
+                 init="uniform"):
         super().__init__(n_in, n_out, width, T)
         self.adjoint_norm = adjoint_norm
         _SolverOptions.check(method, rtol, atol, time_scaling, step_size, max_num_steps,
-                             adjoint_norm)
+                             adjoint_norm, time_past_T)
+        if opening not in OPENINGS:
+            raise ValueError(f"opening must be one of {OPENINGS}, got {opening!r}")
         if hidden is not None:
             hidden = check_int("hidden", hidden, minimum=1)
         interval, scale = _basis_interval(self.T, time_scaling)
         self.basis = resolve_basis(basis, degree, interval, n_steps=n_steps, normalized=normalized)
-        self.dynamics = TimeVaryingMLP(self.basis, self.width, hidden, time_scale=scale)
+        self.dynamics = TimeVaryingMLP(self.basis, self.width, hidden, time_scale=scale,
+                                       clamp=_clamp_range(self.T, time_scaling, time_past_T))
         self.time_varying.append(self.dynamics)
         self.method, self.rtol, self.atol, self.adjoint = method, float(rtol), float(atol), adjoint
         self.time_scaling, self.step_size, self.max_num_steps = time_scaling, step_size, max_num_steps
+        self.time_past_T, self.opening_activation, self.init = time_past_T, opening, init
+        _initialize(self, init)
+
+    def features(self, x):
+        """``u(T)``, ``(batch, width)``; ``u(0)`` from the opening layer (see ``opening``)."""
+        if self.opening_activation == "tanh":
+            return super().features(x)
+        self._check_input(x)
+        return self.flow(self.opening(x))
 
     def flow(self, u):
         t = torch.tensor([0.0, self.T], dtype=u.dtype, device=u.device)
@@ -200,7 +265,9 @@ class NeuralODE(SurrogateNet):
 
     def extra_repr(self) -> str:
         return (f"basis={self.basis!r}, T={self.T:g}, method={self.method!r}, rtol={self.rtol:g}, "
-                f"atol={self.atol:g}, adjoint={self.adjoint}, time_scaling={self.time_scaling!r}")
+                f"atol={self.atol:g}, adjoint={self.adjoint}, time_scaling={self.time_scaling!r}, "
+                f"time_past_T={self.time_past_T!r}, opening={self.opening_activation!r}, "
+                f"init={self.init!r}")
 
 
 class TrajectoryODE(nn.Module):
@@ -215,27 +282,30 @@ class TrajectoryODE(nn.Module):
         T: length of the absolute time span the basis must cover (paper: 25).
 
     The other arguments (``basis``, ``degree``, ``method``, ``rtol``, ``atol``, ``adjoint``,
-    ``time_scaling``, ``n_steps``, ``step_size``, ``max_num_steps``, ``normalized``) are as
-    for :class:`NeuralODE`.
+    ``time_scaling``, ``n_steps``, ``step_size``, ``max_num_steps``, ``normalized``,
+    ``adjoint_norm``, ``time_past_T``, ``init``) are as for :class:`NeuralODE`.
     """
 
     def __init__(self, dim=2, *, hidden=50, T=25.0, basis="legendre", degree=3, transform="cube",
                  method="dopri5", rtol=1e-7, atol=1e-9, adjoint=False, time_scaling="rescaled",
                  n_steps=None, step_size=None, max_num_steps=100_000, normalized=False,
-                 adjoint_norm="default"):
+                 adjoint_norm="default", time_past_T="extrapolate", init="uniform"):
         super().__init__()
         self.adjoint_norm = adjoint_norm
         self.dim = check_int("dim", dim, minimum=1)
         self.T = check_horizon(T)
         _SolverOptions.check(method, rtol, atol, time_scaling, step_size, max_num_steps,
-                             adjoint_norm)
+                             adjoint_norm, time_past_T)
         interval, scale = _basis_interval(self.T, time_scaling)
         self.basis = resolve_basis(basis, degree, interval, n_steps=n_steps, normalized=normalized)
         self.dynamics = TimeVaryingMLP(self.basis, self.dim, hidden, time_scale=scale,
-                                       transform=transform)
+                                       transform=transform,
+                                       clamp=_clamp_range(self.T, time_scaling, time_past_T))
         self.time_varying = nn.ModuleList([self.dynamics])
         self.method, self.rtol, self.atol, self.adjoint = method, float(rtol), float(atol), adjoint
         self.time_scaling, self.step_size, self.max_num_steps = time_scaling, step_size, max_num_steps
+        self.time_past_T, self.init = time_past_T, init
+        _initialize(self, init)
 
     def forward(self, y0: torch.Tensor, t: torch.Tensor, offsets: torch.Tensor | None = None):
         """Trajectories from ``y0: (batch, dim)`` at times ``t: (n_times,)``.

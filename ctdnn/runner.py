@@ -41,7 +41,7 @@ from pathlib import Path
 from .storage import atomic_write, write_text_atomic
 
 __all__ = ["load_presets", "plan", "execute", "estimate", "prepare_workdir", "build_book", "main",
-           "RunnerError", "run_key"]
+           "RunnerError", "run_key", "archive_folder"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS_FILE = ROOT / "notebooks" / "presets.yml"
@@ -82,6 +82,8 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
         if wanted and stem not in wanted and not any(w.startswith(f"{stem}_") for w in wanted) \
                 and not (stem == "_benchmarks" and "benchmarks" in wanted):
             continue
+        if stem == "_archive":   # where the preset's results are archived (archive_folder)
+            continue
         if stem == "_benchmarks":
             # The benchmark script; its table appears on the reproducibility page.
             args = [str(a) for a in (entries or [])]
@@ -105,6 +107,22 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
         if not runs:
             raise RunnerError(f"--only {' '.join(only)} matches no run of preset {preset!r}")
     return runs
+
+
+def archive_folder(preset: str, presets_file: Path = PRESETS_FILE) -> Path | None:
+    """The folder a preset's results are archived in (its ``_archive`` entry), or ``None``.
+
+    Such a preset (``table5``) runs its experiments through
+    :func:`ctdnn.experiments.table5.regenerate` into that folder of the repository, with
+    their provenance, instead of executing notebooks into the book.
+    """
+    entry = (load_presets(presets_file).get(preset) or {}).get("_archive")
+    if entry is None:
+        return None
+    if not isinstance(entry, str) or not entry.strip() or Path(entry).is_absolute():
+        raise RunnerError(f"_archive of preset {preset!r} must be a folder relative to the "
+                          f"repository, got {entry!r}")
+    return ROOT / entry
 
 
 def _sources_digest() -> str:
@@ -953,6 +971,15 @@ def _cli(args) -> int:
         else:
             env["CTDNN_SCHEDULER"] = ""
             print(f"ctdnn run: preset {args.preset!r}, {len(runs)} runs, in-process (--workers 1)")
+        archive = archive_folder(args.preset)
+        if archive is not None:   # a preset archived in the repository, not a book build
+            from .experiments import table5
+
+            t0 = time.perf_counter()
+            table5.regenerate(runs, archive, preset=args.preset, workers=workers, env=env)
+            print(f"archive {archive.relative_to(ROOT)} written in "
+                  f"{time.perf_counter() - t0:.0f} s")
+            return 0
         # Notebooks only wait for their units, so one more than the workers keeps them busy
         # (each kernel holds its data set in memory: at most 16 at once).
         jobs = 1 if not env["CTDNN_SCHEDULER"] else min(16, max(2, workers + 1))

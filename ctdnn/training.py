@@ -29,12 +29,24 @@ __all__ = ["train", "TrainResult", "relative_error", "resolve_device", "seed_eve
            "make_optimizer", "as_splits", "ridge_warm_start", "TrainingError",
            "save_checkpoint", "load_checkpoint", "model_fingerprint", "tensor_digest",
            "check_fingerprint", "fingerprint_differences", "check_seed", "new_history",
-           "HISTORY_KEYS", "CHECKPOINT_FORMAT", "check_minibatch_settings", "prepare_splits"]
+           "HISTORY_KEYS", "CHECKPOINT_FORMAT", "check_minibatch_settings", "prepare_splits",
+           "train_iterations", "ITERATION_HISTORY_KEYS", "frobenius_relative_error",
+           "METRICS", "LOSSES", "step_lr", "metric_function"]
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 #: Per-epoch entries of :attr:`TrainResult.history`.
 HISTORY_KEYS = ("epoch", "loss", "train_rel_err", "val_rel_err", "nfe", "nfe_forward",
                 "nfe_backward", "wall_time")
+#: Per-check entries of the history of :func:`train_iterations`.
+ITERATION_HISTORY_KEYS = ("iteration",) + HISTORY_KEYS[1:]
+#: Minibatch losses of :func:`train_iterations`: ``0.5 / n_b sum_i ||f(x_i) - c_i||^2``
+#: (``"squared"``, as :func:`train`) or the mean absolute error over all entries of the
+#: batch (``"l1"``, the authors' Python neural ODE).
+LOSSES = ("squared", "l1")
+#: Relative-error metrics: the mean of per-sample ratios (``"mean_ratio"``, the MATLAB
+#: metric of the DTO tables) or one Frobenius ratio over the split (``"frobenius"``, the
+#: authors' Python neural-ODE and stationary-ODE tables).
+METRICS = ("mean_ratio", "frobenius")
 
 # Former private names, kept for modules that still import them.
 _plain = fingerprint_value
@@ -84,6 +96,40 @@ def relative_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """
     return (torch.linalg.vector_norm(pred - target, dim=-1)
             / torch.linalg.vector_norm(target, dim=-1)).mean()
+
+
+def frobenius_relative_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One ratio over the whole split: ``||P - C||_F / ||C||_F``; shapes ``(n, n_out)``.
+
+    The metric of the authors' Python neural-ODE and stationary-ODE tables
+    (``relative_error`` in ``python/experiment_runtime.py``), without their ``1e-12`` added
+    to the denominator. Unlike :func:`relative_error` it weights samples by the size of
+    their targets, so a few large targets dominate it.
+    """
+    return torch.linalg.vector_norm(pred - target) / torch.linalg.vector_norm(target)
+
+
+def metric_function(metric: str):
+    """The function of a relative-error metric named in :data:`METRICS`.
+
+    Raises:
+        TrainingError: an unknown name.
+    """
+    if metric not in METRICS:
+        raise TrainingError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    return relative_error if metric == "mean_ratio" else frobenius_relative_error
+
+
+def step_lr(iteration: int, lr: float, every: int | None, gamma: float) -> float:
+    """The learning rate of iteration ``iteration`` (1-based) under a step schedule.
+
+    ``lr * gamma ** ((iteration - 1) // every)``: what ``torch.optim.lr_scheduler.StepLR``
+    with ``step_size=every`` gives when it is stepped once after every iteration, as the
+    authors' Python code does. ``every=None``: constant ``lr``.
+    """
+    if not every:
+        return lr
+    return lr * gamma ** ((iteration - 1) // every)
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -200,6 +246,8 @@ class TrainResult:
     epochs_completed: int
     message: str = ""
     solver_status: Status | None = None
+    unit: str = "epoch"
+    stopped_early: bool = False
 
     @property
     def wall_time(self) -> float:
@@ -249,7 +297,15 @@ def _nfe(model) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def _evaluate(model, x, y, batch_size=4096):
+def _evaluate(model, x, y, batch_size=4096, metric="mean_ratio"):
+    if metric == "frobenius":
+        num = x.new_zeros((), dtype=torch.float64)
+        den = x.new_zeros((), dtype=torch.float64)
+        for i in range(0, x.shape[0], batch_size):
+            pred = model(x[i:i + batch_size])
+            num += (pred - y[i:i + batch_size]).double().square().sum()
+            den += y[i:i + batch_size].double().square().sum()
+        return torch.sqrt(num / den)
     total = x.new_zeros((), dtype=torch.float64)
     for i in range(0, x.shape[0], batch_size):
         pred = model(x[i:i + batch_size])
@@ -262,7 +318,7 @@ def train(model, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
           alpha_W: float = 0.0, warm_start: bool = False, warm_start_alpha: float = 1e-6,
           progress: bool = True, checkpoint: str | os.PathLike | None = None,
           checkpoint_every: int = 1, resume: bool = False, name: str | None = None,
-          max_epochs: int | None = None) -> TrainResult:
+          max_epochs: int | None = None, tikhonov: str = "integral") -> TrainResult:
     """Train a surrogate network by minibatch gradient descent.
 
     The objective per minibatch is ``0.5 / n_b * sum_i ||f(x_i) - c_i||^2`` plus the
@@ -295,6 +351,9 @@ def train(model, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
         name: label for messages and the progress bar.
         max_epochs: stop after this many epochs *in this call* (for staged runs); the
             checkpoint still targets ``epochs``.
+        tikhonov: how ``alpha_theta`` measures the time-varying weights: ``"integral"``
+            (``int_0^T ||theta(t)||^2 dt`` through the Gram matrix) or ``"coefficients"``
+            (the squared coefficients, the authors' MATLAB); see ``model.penalty``.
 
     Returns:
         :class:`TrainResult`. A failed ODE solve, forward or adjoint (the latter happens in
@@ -309,6 +368,7 @@ def train(model, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
     check_minibatch_settings(epochs=epochs, batch_size=batch_size,
                              checkpoint_every=checkpoint_every, max_epochs=max_epochs,
                              alpha_theta=alpha_theta, alpha_W=alpha_W)
+    _check_tikhonov(tikhonov)
     seed = check_seed(seed)
     label = name or type(model).__name__
     dev = resolve_device(device)
@@ -326,6 +386,7 @@ def train(model, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
                          "optimizer": optimizer, "seed": seed,
                          "alpha_theta": fingerprint_value(alpha_theta),
                          "alpha_W": fingerprint_value(alpha_W), "warm_start": bool(warm_start),
+                         "tikhonov": tikhonov,
                          "warm_start_alpha": fingerprint_value(warm_start_alpha) if warm_start else None},
         }
         ckpt = Checkpoint(Path(checkpoint), "train", fingerprint, checkpoint_every)
@@ -352,7 +413,7 @@ def train(model, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
                 xb, yb = xt[idx], yt[idx]
                 pred = model(xb)
                 loss = 0.5 * (pred - yb).square().sum() / xb.shape[0]
-                loss = loss + model.penalty(alpha_theta, alpha_W)
+                loss = loss + _penalty(model, alpha_theta, alpha_W, tikhonov)
                 opt.zero_grad(set_to_none=True)
                 with solver_failures(dynamics):
                     loss.backward()
@@ -387,3 +448,180 @@ def train(model, data, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
                        best_val_rel_err=run.best.score, best_state=run.best.state,
                        epochs_completed=run.done, message=run.message,
                        solver_status=run.solver_status)
+
+
+TIKHONOV = ("integral", "coefficients")
+
+
+def _penalty(model, alpha_theta, alpha_W, tikhonov):
+    # The default measure keeps the two-argument call, which every model implements.
+    if tikhonov == "integral":
+        return model.penalty(alpha_theta, alpha_W)
+    return model.penalty(alpha_theta, alpha_W, tikhonov=tikhonov)
+
+
+def _check_tikhonov(tikhonov):
+    if tikhonov not in TIKHONOV:
+        raise TrainingError(f"tikhonov must be one of {TIKHONOV}, got {tikhonov!r}")
+
+
+def train_iterations(model, data, *, iterations: int, batch_size: int = 20, lr: float = 1e-2,
+                     optimizer: str = "adam", device="auto", seed: int = 0,
+                     loss: str = "squared", clip_grad_norm: float | None = None,
+                     lr_step_every: int | None = None, lr_step_gamma: float = 0.5,
+                     eval_every: int = 20, patience: int | None = None,
+                     metric: str = "mean_ratio", eval_train: bool = False,
+                     alpha_theta: float = 0.0, alpha_W: float = 0.0,
+                     tikhonov: str = "integral", progress: bool = True,
+                     checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                     name: str | None = None, max_iterations: int | None = None) -> TrainResult:
+    """Train by iterations of minibatches drawn with replacement, with periodic validation.
+
+    The protocol of the authors' Python neural-ODE code, every choice an argument: each
+    iteration draws ``batch_size`` training indices uniformly *with replacement* (from the
+    run's private generator), takes one optimizer step on ``loss`` (+ the Tikhonov penalty),
+    optionally after clipping the gradient's global 2-norm to ``clip_grad_norm``, with the
+    learning rate of :func:`step_lr`. Every ``eval_every`` iterations the validation error
+    (``metric``) is computed; the best state on it is kept, and with ``patience`` the run
+    stops after that many checks in a row without improvement (``TrainResult.stopped_early``;
+    the status stays ``"completed"``: stopping is part of the protocol).
+
+    Args:
+        model: a :class:`~ctdnn.architectures.SurrogateNet`; left holding the best state.
+        data: as for :func:`train`; a validation split is required.
+        iterations: optimizer steps requested.
+        batch_size: samples per iteration (drawn with replacement; capped at the training
+            set size as the authors' code does).
+        lr, optimizer, device, seed, alpha_theta, alpha_W, tikhonov, progress, checkpoint,
+            resume, name: as for :func:`train` (checkpoints are written at every check).
+        loss: one of :data:`LOSSES`.
+        clip_grad_norm: clip the gradient's global 2-norm to this value; ``None``: no clipping.
+        lr_step_every, lr_step_gamma: step schedule (``None``: constant learning rate).
+        eval_every: iterations between validation checks.
+        patience: stop after this many checks without a new best; ``None``: never.
+        metric: one of :data:`METRICS`, for the checks (and the recorded errors).
+        eval_train: also compute the training error at each check (a full-set solve per
+            check for ODE models; the authors' code does not); ``nan`` otherwise.
+        max_iterations: stop after this many iterations *in this call* (staged runs).
+
+    Returns:
+        :class:`TrainResult` with ``unit="iteration"``: one history entry per check
+        (:data:`ITERATION_HISTORY_KEYS`; ``loss`` is the mean minibatch loss since the last
+        check, NFE are cumulative training counts), ``best_epoch`` the best check's
+        iteration and ``epochs_completed`` the iterations run. Failures are reported as by
+        :func:`train`.
+
+    Raises:
+        TrainingError: invalid arguments or data, or a checkpoint from another run.
+    """
+    for arg, val in (("iterations", iterations), ("batch_size", batch_size),
+                     ("eval_every", eval_every), ("max_iterations", max_iterations),
+                     ("patience", patience), ("lr_step_every", lr_step_every)):
+        if val is not None or arg in ("iterations", "batch_size", "eval_every"):
+            checks.check_int(arg, val, minimum=1, error=TrainingError)
+    for arg, val in (("alpha_theta", alpha_theta), ("alpha_W", alpha_W)):
+        checks.check_number(arg, val, nonnegative=True, error=TrainingError)
+    if clip_grad_norm is not None:
+        checks.check_number("clip_grad_norm", clip_grad_norm, positive=True, error=TrainingError)
+    checks.check_number("lr_step_gamma", lr_step_gamma, positive=True, error=TrainingError)
+    if loss not in LOSSES:
+        raise TrainingError(f"loss must be one of {LOSSES}, got {loss!r}")
+    metric_function(metric)   # refuses an unknown name before any work
+    _check_tikhonov(tikhonov)
+    seed = check_seed(seed)
+    label = name or type(model).__name__
+    dev = resolve_device(device)
+    xt, yt, xv, yv = prepare_splits(data, model, dev)
+    if xv is None:
+        raise TrainingError("train_iterations needs a validation split (x_val, y_val): it "
+                            "selects the best state and stops early on it")
+    model.to(dev)
+    lr = checks.check_number("lr", lr, positive=True, error=TrainingError)
+    opt = make_optimizer(optimizer, model.parameters(), lr)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    settings = {"iterations": iterations, "batch_size": batch_size, "lr": fingerprint_value(lr),
+                "optimizer": optimizer, "seed": seed, "loss": loss,
+                "clip_grad_norm": fingerprint_value(clip_grad_norm),
+                "lr_step_every": lr_step_every, "lr_step_gamma": fingerprint_value(lr_step_gamma),
+                "eval_every": eval_every, "patience": patience, "metric": metric,
+                "eval_train": bool(eval_train), "alpha_theta": fingerprint_value(alpha_theta),
+                "alpha_W": fingerprint_value(alpha_W), "tikhonov": tikhonov}
+    ckpt = None
+    if checkpoint is not None:
+        fingerprint = {
+            "model": model_fingerprint(model),
+            "data": {"train": tensor_digest(xt, yt), "val": tensor_digest(xv, yv),
+                     "n_train": int(xt.shape[0]), "n_val": int(xv.shape[0])},
+            "training": settings,
+        }
+        ckpt = Checkpoint(Path(checkpoint), "train_iterations", fingerprint, eval_every)
+    counters = {"nfe_forward": 0, "nfe_backward": 0, "stale_checks": 0, "loss_sum": 0.0,
+                "loss_count": 0}
+    run = Run(model, opt, gen, label=label, unit="iteration", total=iterations,
+              logs={"history": new_log(ITERATION_HISTORY_KEYS)}, counters=counters,
+              checkpoint=ckpt, progress=progress)
+    if resume:
+        run.resume()
+    c = run.counters
+    dynamics = getattr(model, "dynamics", None)
+    dynamics = dynamics if isinstance(dynamics, Dynamics) else None
+    n = xt.shape[0]
+    nb = min(batch_size, n)
+    with run.running(max_iterations) as steps:
+        for it in steps:
+            model.train()
+            fwd0, bwd0 = _nfe(model)
+            idx = torch.randint(n, (nb,), generator=gen).to(dev)
+            xb, yb = xt[idx], yt[idx]
+            pred = model(xb)
+            if loss == "l1":
+                value = (pred - yb).abs().mean()
+            else:
+                value = 0.5 * (pred - yb).square().sum() / nb
+            value = value + _penalty(model, alpha_theta, alpha_W, tikhonov)
+            opt.zero_grad(set_to_none=True)
+            with solver_failures(dynamics):
+                value.backward()
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            rate = step_lr(it, lr, lr_step_every, lr_step_gamma)
+            for group in opt.param_groups:
+                group["lr"] = rate
+            opt.step()
+            fwd1, bwd1 = _nfe(model)
+            c["nfe_forward"] += fwd1 - fwd0
+            c["nfe_backward"] += bwd1 - bwd0
+            c["loss_sum"] += float(value.detach())
+            c["loss_count"] += 1
+            if not math.isfinite(c["loss_sum"]):
+                run.fail(Status.DIVERGED, f"non-finite training loss in iteration {it}")
+                break
+            if it % eval_every and it != iterations:
+                run.commit(it)
+                continue
+            model.eval()
+            val_err = float(_evaluate(model, xv, yv, metric=metric))
+            train_err = float(_evaluate(model, xt, yt, metric=metric)) if eval_train else math.nan
+            if not math.isfinite(val_err):
+                run.fail(Status.DIVERGED,
+                         f"non-finite validation relative error ({val_err}) in iteration {it}")
+                break
+            run.record(iteration=it, loss=c["loss_sum"] / c["loss_count"],
+                       train_rel_err=train_err, val_rel_err=val_err,
+                       nfe=c["nfe_forward"] + c["nfe_backward"], nfe_forward=c["nfe_forward"],
+                       nfe_backward=c["nfe_backward"])
+            c["loss_sum"], c["loss_count"] = 0.0, 0
+            if it % eval_every == 0:   # the checks that count, as in the authors' loop
+                c["stale_checks"] = 0 if run.offer_best(it, val_err) else c["stale_checks"] + 1
+            run.commit(it, val=f"{val_err:.3e}")
+            if patience is not None and c["stale_checks"] >= patience:
+                run.stop_early(it, f"no better validation error in {patience} checks "
+                                   f"(best at iteration {run.best.step})")
+                break
+    run.finish()
+    run.load_best(dev)
+    return TrainResult(history=run.history, status=run.status, best_epoch=run.best.step,
+                       best_val_rel_err=run.best.score, best_state=run.best.state,
+                       epochs_completed=run.done, message=run.message,
+                       solver_status=run.solver_status, unit="iteration",
+                       stopped_early=run.stopped_early)

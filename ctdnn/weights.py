@@ -41,6 +41,21 @@ class TimeVaryingParameter(nn.Module):
     def n_functions(self) -> int:
         return self.basis.n_functions
 
+    @torch.no_grad()
+    def set_constant(self, value: torch.Tensor) -> None:
+        """Make the weight the constant function ``theta(t) = value`` on ``[0, T]``.
+
+        Args:
+            value: ``(*shape)`` tensor; the coefficients become the basis' constant
+                direction times ``value`` (all others zero), in place.
+        """
+        value = torch.as_tensor(value)
+        if tuple(value.shape) != self.shape:
+            raise ValueError(f"value has shape {tuple(value.shape)}, expected {self.shape}")
+        const = self.basis.constant_coefficients(dtype=torch.float64)
+        coeffs = const.reshape(-1, *([1] * len(self.shape))) * value.to(torch.float64).unsqueeze(0)
+        self.coefficients.copy_(coeffs.to(self.coefficients.dtype))
+
     def values(self, basis_matrix: torch.Tensor) -> torch.Tensor:
         """Weights at the times whose basis values are given.
 
@@ -82,6 +97,10 @@ class TimeVaryingLinear(nn.Module):
         init = torch.empty(n_out, n_in + 1).uniform_(-bound, bound)
         self.n_in, self.n_out = n_in, n_out
         self.theta = TimeVaryingParameter(basis, (n_out, n_in + 1), init)
+
+    def set_constant(self, K: torch.Tensor, b: torch.Tensor) -> None:
+        """Make ``K(t) = K`` (``(out, in)``) and ``b(t) = b`` (``(out,)``) for all ``t``."""
+        self.theta.set_constant(torch.cat([torch.as_tensor(K), torch.as_tensor(b)[:, None]], 1))
 
     def weights(self, basis_matrix: torch.Tensor):
         """``K: (..., out, in)`` and ``b: (..., out)`` at the given basis values."""

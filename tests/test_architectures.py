@@ -180,7 +180,7 @@ def test_bad_input(cls):
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         model(np.zeros((5, 4)))
     with pytest.raises(ValueError, match="unknown basis"):
-        cls(4, 2, basis="fourier")
+        cls(4, 2, basis="wavelet")
     with pytest.raises(ValueError, match="degree must be >= 0"):
         cls(4, 2, degree=-2)
     with pytest.raises(ValueError, match="n_in must be >= 1"):
@@ -301,3 +301,94 @@ def test_weights_at_follows_the_model_to_cuda():
     for (K, b), (Kc, bc) in zip(pairs, cpu):
         torch.testing.assert_close(K.cpu(), Kc)
         torch.testing.assert_close(b.cpu(), bc)
+
+
+# -- the per-step baseline: step k uses weight set k ------------------------------------------
+
+STEP_COUNTS = range(1, 65)
+HORIZONS = (0.5, 1.0, 5.0, 10.0, 25.0)
+
+
+def _distinct_sets(model, seed):
+    """Give every weight set its own random values; returns them as numpy ``(n, w, w+1)``."""
+    rng = np.random.default_rng(seed)
+    n, w = model.n_steps, model.width
+    sets = rng.normal(0.0, 0.7, size=(n, w, w + 1))
+    with torch.no_grad():
+        model.layer.theta.coefficients.copy_(torch.tensor(sets))
+        for p in (model.opening.weight, model.opening.bias, model.closing.weight,
+                  model.closing.bias):
+            p.copy_(torch.tensor(rng.normal(0.0, 0.7, size=tuple(p.shape))))
+    return sets
+
+
+def _reference_flow(kind, sets, x, opening, closing, h):
+    """Plain loop over steps in numpy, set k at step k, from the formulas."""
+    W0, b0 = opening
+    W, c = closing
+    u = np.tanh(x @ W0.T + b0)
+    z = np.zeros_like(u)
+    for k in range(sets.shape[0]):
+        K, b = sets[k, :, :-1], sets[k, :, -1]
+        if kind == "resnet":
+            u = u + h * np.tanh(u @ K.T + b)
+        else:  # z - h tanh(K^T u + b), then u + h tanh(K z + b), row vectors
+            z = z - h * np.tanh(u @ K + b)
+            u = u + h * np.tanh(z @ K.T + b)
+    return u @ W.T + c
+
+
+def _numpy(layer):
+    return layer.weight.detach().numpy(), layer.bias.detach().numpy()
+
+
+@pytest.mark.parametrize("weight_times", ["consistent", "paper"])
+@pytest.mark.parametrize("cls,kind", [(ctdnn.ResNet, "resnet"),
+                                      (ctdnn.HamiltonianNet, "hamiltonian")])
+def test_step_k_uses_weight_set_k(f64, cls, kind, weight_times):
+    x = np.random.default_rng(1).normal(size=(3, 2))
+    for T in HORIZONS:
+        for n in STEP_COUNTS:
+            model = cls(2, 2, width=3, n_steps=n, T=T, basis="none", weight_times=weight_times)
+            sets = _distinct_sets(model, seed=n)
+            K, b = model.step_weights()
+            assert np.array_equal(K.detach().numpy(), sets[:, :, :-1]), (n, T)
+            assert np.array_equal(b.detach().numpy(), sets[:, :, -1]), (n, T)
+            ref = _reference_flow(kind, sets, x, _numpy(model.opening), _numpy(model.closing),
+                                  T / n)
+            out = model(torch.tensor(x)).detach().numpy()
+            np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12, err_msg=f"{n=}, {T=}")
+
+
+def test_weights_at_breakpoints_match_the_steps(f64):
+    for T in HORIZONS:
+        for n in (9, 11, 12, 15, 21, 60):
+            model = ctdnn.ResNet(2, 2, width=3, n_steps=n, T=T, basis="none")
+            _distinct_sets(model, seed=n)
+            K, b = model.weights_at(torch.tensor([k * T / n for k in range(n)]))[0]
+            K_steps, b_steps = model.step_weights()
+            assert torch.equal(K, K_steps) and torch.equal(b, b_steps), (n, T)
+
+
+def test_per_step_basis_must_match_the_steps():
+    with pytest.raises(ValueError, match="n_steps=12"):
+        ctdnn.ResNet(2, 1, n_steps=12, basis=ctdnn.PiecewiseConstantBasis(11, 1.0))
+
+
+@pytest.mark.parametrize("basis", ["legendre", "monomial", "none"])
+def test_coefficient_penalty_is_the_matlab_formula(f64, basis):
+    """tikhonov="coefficients": 0.5 a_t ||[vec K0; b0; coefficients]||^2 + 0.5 a_W ||W||^2."""
+    model = ctdnn.HamiltonianNet(4, 2, width=5, n_steps=6, T=5.0, basis=basis, degree=2)
+    _randomise(model, seed=3)
+    theta = np.concatenate([model.opening.weight.detach().numpy().ravel(),
+                            model.opening.bias.detach().numpy(),
+                            model.layer.theta.coefficients.detach().numpy().ravel()])
+    W = np.concatenate([model.closing.weight.detach().numpy().ravel(),
+                        model.closing.bias.detach().numpy()])
+    expect = 0.5 * 0.3 * theta @ theta + 0.5 * 0.7 * W @ W
+    got = model.penalty(0.3, 0.7, tikhonov="coefficients").detach()
+    assert float(got) == pytest.approx(expect, rel=1e-13)
+    # the integral form differs (Gram matrix, opening layer left out) except by accident
+    assert float(model.penalty(0.3, 0.7).detach()) != pytest.approx(expect, rel=1e-3)
+    with pytest.raises(ValueError, match="tikhonov must be one of"):
+        model.penalty(0.3, 0.7, tikhonov="l2")

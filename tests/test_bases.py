@@ -105,7 +105,7 @@ def test_basis_follows_dtype_and_shape():
 
 
 @pytest.mark.parametrize("call,match", [
-    (lambda: ctdnn.make_basis("chebyshev", 3), "unknown basis 'chebyshev'"),
+    (lambda: ctdnn.make_basis("bernstein", 3), "unknown basis 'bernstein'"),
     (lambda: ctdnn.make_basis("legendre", -1), "degree must be >= 0"),
     (lambda: ctdnn.make_basis("legendre"), "needs a degree"),
     (lambda: ctdnn.make_basis("none", 3), "needs n_steps"),
@@ -181,3 +181,60 @@ def test_scalar_row_values_and_gradient(kind, kwargs, T):
     with torch.no_grad():
         assert not basis.scalar_row(t, scale).requires_grad
     assert basis.scalar_row(t.detach().float(), scale).dtype == torch.float32
+
+
+# -- the per-step basis: which weight set acts at which time ----------------------------------
+
+STEP_COUNTS = range(1, 65)
+HORIZONS = (0.5, 1.0, 5.0, 10.0, 25.0)
+
+
+def test_naive_floor_misses_a_breakpoint():
+    # The trap the interval rule avoids: floor(t_7 / h) is 6 at n_steps=12, T=1.
+    h = 1.0 / 12
+    assert int((7 * h) // h) == 6
+    assert ctdnn.PiecewiseConstantBasis(12, 1.0).interval_index(7 * 1.0 / 12) == 7
+
+
+@pytest.mark.parametrize("T", HORIZONS)
+def test_every_breakpoint_starts_its_interval(T):
+    """t_j = j*T/n is in interval j, the float just below it in j - 1 (Python and tensor)."""
+    for n in STEP_COUNTS:
+        basis = ctdnn.PiecewiseConstantBasis(n, T)
+        edges = [j * T / n for j in range(n)]
+        below = [np.nextafter(e, -np.inf) for e in edges[1:]]
+        above = [np.nextafter(e, np.inf) for e in edges]
+        # the rule written out: the last j with t_j <= t, clamped to 0 .. n-1
+        expect_edges, expect_below = list(range(n)), list(range(n - 1))
+        assert [basis.interval_index(e) for e in edges] == expect_edges, n
+        assert [basis.interval_index(float(e)) for e in below] == expect_below, n
+        assert [basis.interval_index(float(e)) for e in above] == expect_edges, n
+        t64 = torch.tensor(edges + below, dtype=torch.float64)
+        assert basis.interval_index(t64).tolist() == expect_edges + expect_below, n
+        # float32 times: the breakpoint rounded to float32 stays in its interval
+        t32 = torch.tensor(edges, dtype=torch.float32)
+        assert basis.interval_index(t32).tolist() == expect_edges, n
+        # the one-hot rows agree with the index, Python path bit for bit with the tensor path
+        rows = basis(t64)
+        assert torch.equal(rows.argmax(-1), basis.interval_index(t64))
+        assert torch.equal(rows, torch.tensor([basis.row(float(t)) for t in t64],
+                                              dtype=torch.float64))
+
+
+@pytest.mark.parametrize("T", HORIZONS)
+def test_ends_and_outside_times_take_the_nearest_interval(T):
+    for n in (1, 2, 12, 64):
+        basis = ctdnn.PiecewiseConstantBasis(n, T)
+        outside = [-1.0, -0.0, np.nextafter(T, -np.inf), T, np.nextafter(T, np.inf), 2 * T,
+                   np.inf, -np.inf, np.nan]
+        expect = [0, 0, n - 1, n - 1, n - 1, n - 1, n - 1, 0, 0]
+        assert [basis.interval_index(float(t)) for t in outside] == expect
+        assert basis.interval_index(torch.tensor(outside, dtype=torch.float64)).tolist() == expect
+
+
+def test_interval_index_shape_and_dtype():
+    basis = ctdnn.PiecewiseConstantBasis(12, 1.0)
+    t = torch.linspace(0, 1, 24, dtype=torch.float64).reshape(2, 3, 4)
+    idx = basis.interval_index(t)
+    assert idx.shape == (2, 3, 4) and idx.dtype == torch.long
+    assert isinstance(basis.interval_index(0.5), int)

@@ -270,3 +270,23 @@ def test_bad_seed_and_settings():
         simulate_cdr(2, progress=False, family_rates=(1.0, 2.0), **SMALL)
     with pytest.raises(ValueError, match="sensors"):
         simulate_cdr(2, progress=False, sensors=((0.5, 1.5),), **SMALL)
+
+
+# Distribution statistics of the stand-in as the book uses it (default settings, seed 0):
+# regression values of deterministic quantities, with tolerances far above processor rounding
+# (the simulation is a fixed sequence of float64 operations, not a chaotic trajectory).
+# The statistics are those of the stand-ins comparison, tested on their own against numpy and
+# scipy in tests/test_standins.py.
+def test_cdr_distribution_statistics_regression():
+    from ctdnn.experiments import standins
+
+    x, y, _ = simulate_cdr(100, seed=0, progress=False)
+    m = standins.marginal_stats(y)
+    assert standins.mean_abs_correlation(y) == pytest.approx(0.70299615, abs=1e-6)
+    assert standins.mean_abs_correlation(x) == pytest.approx(0.08208272, abs=1e-6)
+    assert standins.norm_range(y)["ratio"] == pytest.approx(1.56453868, rel=1e-6)
+    assert float(y.mean()) == pytest.approx(0.3399235885, rel=1e-6, abs=0)
+    assert float(m["std"].mean()) == pytest.approx(0.04493518527, rel=1e-6)
+    assert float(abs(m["skewness"]).mean()) == pytest.approx(0.19757507, abs=1e-6)
+    assert standins.exact_zero_fraction(y) == {"entries": 0.0, "samples": 0.0}
+    assert standins.pca_components(y) == 4

@@ -255,3 +255,23 @@ def test_bad_seed_and_settings():
         simulate_dalec(2, progress=False, latitude=80.0)
     with pytest.raises(ValueError, match="params"):
         dalec_year(np.ones((2, 5)), np.ones((2, 14)), seasonal_climate(), 350.0)
+
+
+# Distribution statistics of the stand-in as the book uses it (default settings, seed 0):
+# regression values of deterministic quantities, with tolerances far above processor rounding
+# (the simulation is a fixed sequence of float64 operations, not a chaotic trajectory).
+# The statistics are those of the stand-ins comparison, tested on their own against numpy and
+# scipy in tests/test_standins.py.
+def test_dalec_distribution_statistics_regression():
+    from ctdnn.experiments import standins
+
+    x, y, _ = simulate_dalec(200, seed=0, progress=False)
+    m = standins.marginal_stats(y)
+    assert standins.mean_abs_correlation(y) == pytest.approx(0.35979410, abs=1e-6)
+    assert standins.mean_abs_correlation(x) == pytest.approx(0.06151040, abs=1e-6)
+    assert standins.norm_range(y)["ratio"] == pytest.approx(4.06781268, rel=1e-6)
+    assert float(y.mean()) == pytest.approx(3569.344409, rel=1e-6, abs=0)
+    assert float(m["std"].mean()) == pytest.approx(1120.990345, rel=1e-6)
+    assert float(abs(m["skewness"]).mean()) == pytest.approx(0.73760871, abs=1e-6)
+    assert standins.exact_zero_fraction(y) == {"entries": 0.0, "samples": 0.0}
+    assert standins.pca_components(y / y.std(axis=0)) == 8

@@ -215,3 +215,23 @@ def test_solver_argument_checks():
         solver.solve(np.full(mesh.n_cells, -1.0))
     with pytest.raises(ValueError, match="sigma"):
         solver.solve(np.ones(5))
+
+
+# Distribution statistics of the stand-in as the book uses it (default settings, seed 0):
+# regression values of deterministic quantities, with tolerances far above processor rounding
+# (the simulation is a fixed sequence of float64 operations, not a chaotic trajectory).
+# The statistics are those of the stand-ins comparison, tested on their own against numpy and
+# scipy in tests/test_standins.py.
+def test_dcr_distribution_statistics_regression():
+    from ctdnn.experiments import standins
+
+    x, y, _ = simulate_dcr(50, seed=0, progress=False)
+    m = standins.marginal_stats(y)
+    assert standins.mean_abs_correlation(y) == pytest.approx(0.78695628, abs=1e-6)
+    assert standins.mean_abs_correlation(x) == pytest.approx(0.15380985, abs=1e-6)
+    assert standins.norm_range(y)["ratio"] == pytest.approx(6.64341920, rel=1e-6)
+    assert float(y.mean()) == pytest.approx(0.00102747553, rel=0, abs=1e-7)
+    assert float(m["std"].mean()) == pytest.approx(0.1037557185, rel=1e-6)
+    assert float(abs(m["skewness"]).mean()) == pytest.approx(0.82932209, abs=1e-6)
+    assert standins.exact_zero_fraction(y) == {"entries": 0.0, "samples": 0.0}
+    assert standins.pca_components(y) == 3

@@ -74,9 +74,9 @@ def test_diverging_member_is_frozen_others_continue(monkeypatch):
     original = ctdnn.StackedNet.penalty
     calls = {"n": 0}
 
-    def penalty(self, a=0.0, b=0.0):
+    def penalty(self, a=0.0, b=0.0, tikhonov="integral"):
         calls["n"] += 1
-        out = original(self, a, b)
+        out = original(self, a, b, tikhonov)
         if calls["n"] > 4:  # 4 batches per epoch: member 1 diverges in epoch 2
             out = out + torch.tensor([0.0, math.nan, 0.0, 0.0], dtype=out.dtype)
         return out
@@ -108,9 +108,9 @@ def _diverging_penalty(monkeypatch, after_calls):
     original = _PENALTY
     calls = {"n": 0}
 
-    def penalty(self, a=0.0, b=0.0):
+    def penalty(self, a=0.0, b=0.0, tikhonov="integral"):
         calls["n"] += 1
-        out = original(self, a, b)
+        out = original(self, a, b, tikhonov)
         if calls["n"] > after_calls:
             out = out + torch.tensor([0.0, math.nan, 0.0, 0.0], dtype=out.dtype)
         return out
@@ -160,11 +160,11 @@ def test_ensemble_interrupt_saves_and_resume_is_bit_identical(tmp_path, monkeypa
     original = ctdnn.StackedNet.penalty
     calls = {"n": 0}
 
-    def interrupting(self, a=0.0, b=0.0):
+    def interrupting(self, a=0.0, b=0.0, tikhonov="integral"):
         calls["n"] += 1
         if calls["n"] == 4 * 3 + 2:  # mid-epoch 4
             raise KeyboardInterrupt
-        return original(self, a, b)
+        return original(self, a, b, tikhonov)
 
     monkeypatch.setattr(ctdnn.StackedNet, "penalty", interrupting)
     ck = tmp_path / "ens.ckpt"
@@ -177,3 +177,78 @@ def test_ensemble_interrupt_saves_and_resume_is_bit_identical(tmp_path, monkeypa
     resumed = _models(ctdnn.ResNet, [7, 8, 9, 10])
     res = ctdnn.train_ensemble(resumed, _data(), checkpoint=ck, resume=True, **KW)
     _same_results(full, ref, resumed, res)
+
+
+# -- the per-step baseline inside an ensemble: member m, step k uses its weight set k ----------
+
+@pytest.mark.parametrize("cls,kind", [(ctdnn.ResNet, "resnet"), (ctdnn.HamiltonianNet, "hamiltonian")])
+def test_ensemble_step_k_uses_weight_set_k(f64, cls, kind):
+    import numpy as np
+
+    horizons = (0.5, 1.0, 5.0, 10.0, 25.0)
+    x = np.random.default_rng(1).normal(size=(3, 2))
+    for n in range(1, 65):
+        models, sets = [], []
+        rng = np.random.default_rng(n)
+        for T in horizons:
+            m = cls(2, 2, width=3, n_steps=n, T=T, basis="none")
+            s = rng.normal(0.0, 0.7, size=(n, 3, 4))
+            with torch.no_grad():
+                m.layer.theta.coefficients.copy_(torch.tensor(s))
+            models.append(m)
+            sets.append(s)
+        net = ctdnn.StackedNet(models)
+        K, b = net.step_weights()
+        assert np.array_equal(K.detach().numpy(), np.stack(sets)[..., :-1]), n
+        assert np.array_equal(b.detach().numpy(), np.stack(sets)[..., -1]), n
+        out = net(torch.tensor(x).expand(len(models), -1, -1)).detach().numpy()
+        for i, (m, s, T) in enumerate(zip(models, sets, horizons)):
+            W0, b0 = m.opening.weight.detach().numpy(), m.opening.bias.detach().numpy()
+            W, c = m.closing.weight.detach().numpy(), m.closing.bias.detach().numpy()
+            u, z, h = np.tanh(x @ W0.T + b0), 0.0 * x[:, :1], T / n
+            z = np.zeros_like(u)
+            for k in range(n):  # hand-written loop, set k at step k
+                Kk, bk = s[k, :, :-1], s[k, :, -1]
+                if kind == "resnet":
+                    u = u + h * np.tanh(u @ Kk.T + bk)
+                else:
+                    z = z - h * np.tanh(u @ Kk + bk)
+                    u = u + h * np.tanh(z @ Kk.T + bk)
+            np.testing.assert_allclose(out[i], u @ W.T + c, rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{n=}, {T=}")
+
+
+def test_ensemble_coefficient_penalty_matches_formula(f64):
+    """tikhonov="coefficients": 0.5 alpha (||K0||^2 + ||b0||^2 + ||coefficients||^2) per member."""
+    members = _models(ctdnn.ResNet, [0, 1, 2, 3])
+    net = ctdnn.StackedNet(members)
+    a_t, a_w = 0.3, 0.7
+    got = net.penalty(a_t, a_w, "coefficients").detach()
+    for k, m in enumerate(members):
+        theta = sum(float((p.detach() ** 2).sum()) for p in
+                    (m.opening.weight, m.opening.bias, m.layer.theta.coefficients))
+        W = float((m.closing.weight.detach() ** 2).sum() + (m.closing.bias.detach() ** 2).sum())
+        assert math.isclose(float(got[k]), 0.5 * a_t * theta + 0.5 * a_w * W, rel_tol=1e-13)
+        assert math.isclose(float(got[k]), float(m.penalty(a_t, a_w, tikhonov="coefficients").detach()),
+                            rel_tol=1e-13)
+    with pytest.raises(ValueError, match="tikhonov must be one of"):
+        net.penalty(a_t, a_w, "gram")
+    with pytest.raises(TrainingError, match="tikhonov must be one of"):
+        ctdnn.train_ensemble(members, _data(), epochs=1, tikhonov="gram", progress=False)
+
+
+def test_ensemble_coefficient_penalty_trains_like_individual_runs(f64):
+    """Each member of an ensemble under tikhonov="coefficients" follows its own train()."""
+    cfgs = CONFIGS[:2]
+    def build(s, cfg):
+        torch.manual_seed(s)
+        return ctdnn.ResNet(4, 2, width=6, n_steps=5, **cfg)
+    ens = [build(s, c) for s, c in zip([0, 1], cfgs)]
+    res = ctdnn.train_ensemble(ens, _data(), epochs=2, batch_size=16, seeds=[3, 4],
+                               alpha_theta=1e-2, alpha_W=1e-2, tikhonov="coefficients",
+                               progress=False)
+    for s, cfg, seed, r in zip([0, 1], cfgs, [3, 4], res):
+        single = build(s, cfg)
+        ref = ctdnn.train(single, _data(), epochs=2, batch_size=16, seed=seed, alpha_theta=1e-2,
+                          alpha_W=1e-2, tikhonov="coefficients", progress=False)
+        assert r.history["loss"] == pytest.approx(ref.history["loss"], rel=1e-10)

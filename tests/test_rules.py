@@ -21,7 +21,8 @@ def test_verdict_vocabulary_is_shared():
 
 
 def test_every_rule_has_text_once_and_is_registered():
-    assert len(R.RULES) == 10
+    # the ten rules of the rules module; experiment modules register their own beside them
+    assert sum(fn.__module__ == R.__name__ for fn in R.RULES.values()) == 10
     for rule_id, fn in R.RULES.items():
         assert fn.rule_id == rule_id
         assert len(fn.text) > 80 and "  " not in fn.text and "\n" not in fn.text

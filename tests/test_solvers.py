@@ -132,7 +132,7 @@ def test_method_and_tolerance_validation():
     with pytest.raises(ValueError, match="rtol must be a positive"):
         ctdnn.NeuralODE(3, 2, rtol=-1.0)
     with pytest.raises(ValueError, match="time_scaling"):
-        ctdnn.NeuralODE(3, 2, time_scaling="absolute")
+        ctdnn.NeuralODE(3, 2, time_scaling="relative")
 
 
 def test_fixed_step_solve_counts():

@@ -12,6 +12,7 @@ from .cache import cache_dir
 from .dataset import (
     DATASETS,
     PAPER_N_SAMPLES,
+    SPLIT_RULES,
     AffineMap,
     Dataset,
     DataSourceWarning,
@@ -32,6 +33,7 @@ __all__ = [
     "DATASETS",
     "PAPER_FILES",
     "PAPER_N_SAMPLES",
+    "SPLIT_RULES",
     "AffineMap",
     "DataError",
     "DataIntegrityError",

@@ -35,6 +35,8 @@ statistics are needed; every map is ``(raw - shift) / scale`` per feature):
   train mean and population std (ddof = 0); outputs unchanged. ``"none"`` is
   the authors' MATLAB setting.
 * DCR ``"center"`` (default): outputs minus their train mean; inputs unchanged.
+  ``"center_zscore"``: the same outputs, and inputs z-scored with the train mean and
+  population std (the authors' Python neural-ODE code, ``load_DCR``).
 * ``"none"`` for every set: raw values.
 
 A feature that is constant over the training part gets scale 1 instead of 0.
@@ -78,7 +80,8 @@ PAPER_FEATURES = {"ELM": (15, 10), "CDR": (55, 72), "DCR": (3, 882)}
 DCR_MIN_PAPER_SAMPLES = 700
 
 #: Allowed ``normalize`` modes per data set; the first is the default.
-NORMALIZATIONS = {"ELM": ("range", "none"), "CDR": ("zscore", "none"), "DCR": ("center", "none")}
+NORMALIZATIONS = {"ELM": ("range", "none"), "CDR": ("zscore", "none"),
+                  "DCR": ("center", "center_zscore", "none")}
 
 _SIMULATORS = {
     "ELM": ("ctdnn.data.dalec", "simulate_dalec"),
@@ -159,9 +162,13 @@ def _fit_maps(name: str, mode: str, x_train: np.ndarray, y_train: np.ndarray,
         x_map = AffineMap(x_train.mean(axis=0), _safe_scale(x_train.std(axis=0)),
                           "(x - mean) / std with train mean and std (ddof=0)")
         return x_map, AffineMap.identity(n_out)
-    if mode == "center":
+    if mode in ("center", "center_zscore"):
         y_map = AffineMap(y_train.mean(axis=0), np.ones(n_out), "y - mean with train mean")
-        return AffineMap.identity(n_in), y_map
+        if mode == "center":
+            return AffineMap.identity(n_in), y_map
+        x_map = AffineMap(x_train.mean(axis=0), _safe_scale(x_train.std(axis=0)),
+                          "(x - mean) / std with train mean and std (ddof=0)")
+        return x_map, y_map
     raise AssertionError(mode)  # modes are validated in load()
 
 
@@ -197,11 +204,37 @@ def split_sizes(name: str, n: int) -> tuple[int, int, int]:
     return _proportional(n, (4, 2, 1))
 
 
-def random_split(n: int, sizes: tuple[int, int, int], seed: int):
-    """Index arrays (train, val, test) from ``default_rng(seed).permutation(n)``."""
-    perm = np.random.default_rng(seed).permutation(n)
+#: Random-split rules: ``"default"`` draws the permutation from
+#: ``numpy.random.default_rng(seed)``; ``"authors"`` from the legacy
+#: ``numpy.random.RandomState(seed)``, as the authors' Python code does
+#: (``_random_split`` in ``python/surrogate/train_surrogate_node.py``, which passes the
+#: training seed as the split seed). The paper's ELM file brings its own split either way.
+SPLIT_RULES = ("default", "authors")
+
+
+def random_split(n: int, sizes: tuple[int, int, int], seed: int, rule: str = "default"):
+    """Index arrays (train, val, test) from a seeded permutation of ``range(n)``.
+
+    Args:
+        n: number of samples.
+        sizes: ``(n_train, n_val, n_test)``; train takes the first ``n_train`` entries of
+            the permutation, validation the next ``n_val``, test the rest.
+        seed: the permutation's seed.
+        rule: one of :data:`SPLIT_RULES`.
+    """
+    if rule not in SPLIT_RULES:
+        raise ValueError(f"split rule must be one of {SPLIT_RULES}, got {rule!r}")
+    if rule == "authors":
+        perm = np.random.RandomState(seed).permutation(n)
+    else:
+        perm = np.random.default_rng(seed).permutation(n)
     n_train, n_val, _ = sizes
     return perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]
+
+
+def _split_method(seed: int, rule: str) -> str:
+    return (f"numpy.random.RandomState({seed}).permutation (the authors' rule)"
+            if rule == "authors" else f"numpy.random.default_rng({seed}).permutation")
 
 
 # ---------------------------------------------------------------------------
@@ -540,7 +573,7 @@ class _Raw(NamedTuple):
 
 
 def _raw_from_paper(name: str, located: Located, seed: int,
-                    n_samples: int | None = None) -> _Raw:
+                    n_samples: int | None = None, split: str = "default") -> _Raw:
     spec = sources.paper_file(name)
     mat = sources.read_paper(name, located.path)
     origin = {"file": {"filename": spec.filename, "path": str(located.path),
@@ -557,8 +590,8 @@ def _raw_from_paper(name: str, located: Located, seed: int,
     x = np.asarray(mat["Y"], dtype=np.float64).T
     y = np.asarray(mat["C"], dtype=np.float64).T
     n_file = x.shape[0]
-    i_train, i_val, i_test = random_split(n_file, split_sizes(name, n_file), seed)
-    method = f"numpy.random.default_rng({seed}).permutation"
+    i_train, i_val, i_test = random_split(n_file, split_sizes(name, n_file), seed, split)
+    method = _split_method(seed, split)
     if n_samples is not None and int(n_samples) < n_file:
         # Only the test set shrinks: training and validation stay the paper's.
         kept = int(n_samples) - len(i_train) - len(i_val)
@@ -570,7 +603,7 @@ def _raw_from_paper(name: str, located: Located, seed: int,
 
 
 def _raw_from_simulator(name: str, n_samples: int | None, simulator_seed: int, seed: int,
-                        progress: bool, overrides: dict) -> _Raw:
+                        progress: bool, overrides: dict, split: str = "default") -> _Raw:
     sim = simulate(name, n_samples=n_samples, seed=simulator_seed, progress=progress,
                    **overrides)
     n = sim.x.shape[0]
@@ -578,13 +611,13 @@ def _raw_from_simulator(name: str, n_samples: int | None, simulator_seed: int, s
                             "n_samples": n, "overrides": overrides,
                             "settings": sim.settings, "cache_file": str(sim.path),
                             "cache_key": sim.key, "cache_hit": sim.cache_hit}}
-    return _Raw(sim.x, sim.y, random_split(n, split_sizes(name, n), seed),
-                f"numpy.random.default_rng({seed}).permutation", sim.x_range, origin)
+    return _Raw(sim.x, sim.y, random_split(n, split_sizes(name, n), seed, split),
+                _split_method(seed, split), sim.x_range, origin)
 
 
 def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype = torch.float32,
          device="cpu", n_samples: int | None = None, progress: bool = True,
-         normalize: str | None = None, simulator_seed: int = 0,
+         normalize: str | None = None, simulator_seed: int = 0, split: str = "default",
          **simulator_overrides) -> Dataset:
     """Load a data set of the paper, split and normalised.
 
@@ -609,6 +642,8 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
             selects the data set's default.
         simulator_seed: seed passed to the simulator; the simulated samples
             depend on it, the split does not.
+        split: the random-split rule, one of :data:`SPLIT_RULES` (the ELM file's own
+            split is used with either).
         **simulator_overrides: settings passed to the simulator.
 
     Returns:
@@ -625,6 +660,8 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
     name = _check_name(name)
     requested = _check_source(source)
     mode = _check_normalize(name, normalize)
+    if split not in SPLIT_RULES:
+        raise ValueError(f"split={split!r} is not a split rule; choose one of {SPLIT_RULES}")
     device = resolve_device(device)
     spec = sources.paper_file(name)
     incompatible = _paper_incompatibility(name, n_samples, simulator_overrides)
@@ -634,7 +671,8 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
         if incompatible:
             raise ValueError(f"source='paper' cannot serve this request: {incompatible}; "
                              f"use source='simulated'")
-        raw = _raw_from_paper(name, sources.fetch(name, progress=progress), seed, n_samples)
+        raw = _raw_from_paper(name, sources.fetch(name, progress=progress), seed, n_samples,
+                              split)
         reason = "source='paper' was requested"
     elif requested == "simulated":
         reason = "source='simulated' was requested"
@@ -647,7 +685,7 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
             except DataUnavailableError as err:
                 reason = err.reason
             else:
-                raw = _raw_from_paper(name, located, seed, n_samples)
+                raw = _raw_from_paper(name, located, seed, n_samples, split)
                 reason = f"{spec.filename} found ({located.location}: {located.path})"
                 logger.info("%s: using the paper file: %s", name, reason)
         if raw is None:
@@ -657,7 +695,7 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
     if raw is None:
         try:
             raw = _raw_from_simulator(name, n_samples, simulator_seed, seed, progress,
-                                      simulator_overrides)
+                                      simulator_overrides, split)
         except ImportError as err:
             if requested == "simulated":
                 raise

@@ -2,7 +2,11 @@
 
 One module per experiment, each with ``run(params) -> metrics`` and ``claims(...)``:
 :mod:`.conditioning`, :mod:`.dto`, :mod:`.degree_sweep`, :mod:`.node`, :mod:`.stationary`
-(and :mod:`.data_overview` for the data page). :mod:`.rules` holds every verdict rule,
+(and :mod:`.data_overview` for the data page), and :mod:`.bases_beyond`, which goes beyond
+the paper (three more bases, four adaptive solvers), and :mod:`.standins`, which decides the
+claims of the DTO, degree-sweep and neural-ODE pages on the paper's data and on the simulators
+and measures how far the simulated stand-ins agree. :mod:`.rules` holds every verdict rule
+(those of :mod:`.bases_beyond` are defined there and registered in the same table),
 :mod:`.schema` the results record (:class:`RunResults`, :class:`Claim`,
 :class:`DataSource`), :mod:`.plots` the plotting helpers and :mod:`.common` what the
 experiments share (data loading with provenance, statistics, formatting).

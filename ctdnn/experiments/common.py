@@ -41,7 +41,8 @@ def without_paths(text) -> str:
 
 
 def load_data(name: str, *, source: str = "auto", seed: int = 0, n_samples=None,
-              device="cpu", dtype: torch.dtype = torch.float32):
+              device="cpu", dtype: torch.dtype = torch.float32, split: str = "default",
+              normalize: str | None = None):
     """Load a data set quietly: ``(dataset, notes)``.
 
     Every warning raised while loading (why the simulator stands in for the paper's file, a
@@ -51,7 +52,8 @@ def load_data(name: str, *, source: str = "auto", seed: int = 0, n_samples=None,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = ctdnn_data.load(name, source=source, seed=seed, n_samples=n_samples,
-                             progress=False, device=device, dtype=dtype)
+                             progress=False, device=device, dtype=dtype, split=split,
+                             normalize=normalize)
     notes = []
     for w in caught:
         if w.category.__name__ == "TqdmWarning":
@@ -84,10 +86,15 @@ def data_source(ds) -> DataSource:
 
 
 @torch.no_grad()
-def mean_predictor_error(ds) -> float:
-    """Test relative error of predicting the training mean: the no-learning reference."""
+def mean_predictor_error(ds, metric: str = "mean_ratio") -> float:
+    """Test relative error of predicting the training mean: the no-learning reference.
+
+    ``metric``: ``"mean_ratio"`` or ``"frobenius"`` (see :data:`ctdnn.training.METRICS`).
+    """
+    from ..training import metric_function
+
     pred = ds.y_train.mean(dim=0, keepdim=True).expand_as(ds.y_test)
-    return float(relative_error(pred, ds.y_test))
+    return float(metric_function(metric)(pred, ds.y_test))
 
 
 @torch.no_grad()

@@ -5,7 +5,10 @@ batched ensemble of every Legendre degree, the per-step baseline and every seed 
 :func:`ctdnn.experiments.dto.train_unit`); ``claims(results)`` applies the rules.
 ``metrics(results)``: ``protocol``, ``train_time_s``, ``n_time_parameters``,
 ``mean_predictor_test_rel_err`` and ``models`` (per architecture and model: mean/std of the
-errors, the change of the training error against the baseline, per-seed runs).
+errors, the change of the training error against the baseline, per-seed runs). The
+protocol and its options are those of :mod:`ctdnn.experiments.dto` (``protocol="authors"``,
+``init``, ``tikhonov``, ``warm_start_alpha``, ``degree_semantics``, ``weight_times``); the
+record's ``protocol`` holds their ``name`` and resolved ``options``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from dataclasses import dataclass, field
 from .. import parallel
 from ..training import resolve_device
 from . import rules
-from .common import (ParamsBase, Table, data_source, finish, load_data, mean_predictor_error,
+from .common import (Table, data_source, finish, load_data, mean_predictor_error,
                      pm, thinned)
-from .dto import ARCHS, train_unit
+from .dto import ARCHS, ProtocolParams, train_unit
 from .plots import seed_curves, tidy_log_axis
 from .schema import make_claim
 
@@ -28,7 +31,7 @@ _KEYS = ("train_rel_err", "val_rel_err", "test_rel_err", "best_epoch")
 
 
 @dataclass
-class Params(ParamsBase):
+class Params(ProtocolParams):
     """Every setting of the experiment; defaults are the seconds-long smoke run."""
 
     dataset: str = "ELM"
@@ -47,7 +50,6 @@ class Params(ParamsBase):
     warm_start: bool = True
     width: int = 15
     n_steps: int = 12
-    weight_times: str = "consistent"
     torch_threads: int = 1
     device: str = "auto"
 
@@ -61,11 +63,15 @@ class Params(ParamsBase):
             raise ValueError("degrees must name at least one Legendre degree, e.g. [3, 4, 5, 6]")
         self.seeds = [int(s) for s in self.seeds]
         self.T = float(self.T)
+        self._check_protocol(self.degrees)
 
     @property
     def models(self) -> dict:
-        """``{name: (basis, degree, label)}``: Legendre of each degree, then the baseline."""
-        out = {f"legendre{d}": ("legendre", d, f"Legendre d={d}") for d in self.degrees}
+        """``{name: (basis, degree, label)}``: Legendre of each degree, then the baseline
+        (``degree`` as given, read with the run's ``degree_semantics``)."""
+        functions = self.resolved("degree_semantics") == "functions"
+        out = {f"legendre{d}": ("legendre", d, f"Legendre, {d} functions" if functions
+                                else f"Legendre d={d}") for d in self.degrees}
         out["none"] = ("none", 0, "none (per step)")
         return out
 
@@ -182,7 +188,7 @@ def metrics(res: Results) -> dict:
     n_train, n_val, n_test = res.ds.sizes
     return {"protocol": {"epochs": p.epochs, "batch_size": p.batch_size, "lr": p.lr,
                          "optimizer": "adam", "T": p.T, "n_train": n_train, "n_val": n_val,
-                         "n_test": n_test},
+                         "n_test": n_test, "name": p.protocol, "options": p.options},
             "train_time_s": res.train_time,
             "n_time_parameters": {p.models[n][2]: v for n, v in res.n_theta.items()},
             "mean_predictor_test_rel_err": res.mean_pred_err, "models": models}

@@ -8,8 +8,9 @@ after the other, each with a budget of ``gnvpro_work_units`` work units. Each is
 ``claims(results)`` applies the rules per optimizer (Adam's claim ids unchanged, GNvpro's with
 the key suffixed ``-gnvpro``). ``metrics(results)`` is the JSON part of the record:
 
-* ``optimizers``, ``protocol``, ``train_time_s``, ``n_time_parameters``,
-  ``mean_predictor_test_rel_err``;
+* ``optimizers``, ``protocol`` (the budget, and ``name`` and ``options``: the protocol
+  and every option of :data:`PROTOCOLS` as resolved for the run), ``train_time_s``,
+  ``n_time_parameters``, ``mean_predictor_test_rel_err``;
 * ``cells`` (Adam): one per (architecture, T, basis) with ``n_diverged``, ``n_failed``,
   mean/std of the errors, spikes, tail jitter and best epoch, and ``runs`` (per seed, thinned
   history); empty when Adam did not run;
@@ -23,6 +24,12 @@ forward or backward, counts 1. An Adam epoch is one forward and one backward pas
 training set in minibatches, 2 units (:data:`ADAM_WU_PER_EPOCH`); the ridge warm start of
 the closing layer is one forward pass, 1 unit. Monitoring evaluations (the training and
 validation errors recorded after each epoch or iteration) are counted for neither optimizer.
+
+Protocols. ``Params(protocol="authors")`` takes every choice that differs between ctdnn and
+the authors' MATLAB DTO code (``matlab/experiments/runExperiment_v2.m`` at commit 218b73f)
+from :data:`PROTOCOLS`; each choice is also a :class:`Params` field of its own (``init``,
+``tikhonov``, ``warm_start_alpha``, ``degree_semantics``, ``weight_times``) that overrides
+the protocol when set (``None``: take it from the protocol).
 """
 
 from __future__ import annotations
@@ -34,19 +41,22 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import parallel
-from ..architectures import HamiltonianNet, ResNet
+from ..architectures import TIKHONOV, WEIGHT_TIMES, HamiltonianNet, ResNet
+from ..initialization import check_init
 from ..ensemble import train_ensemble
 from ..training import resolve_device, seed_everything
 from . import rules
 from .common import (ParamsBase, Table, data_source, load_data, mean_predictor_error, pm,
                      split_errors, stability, thinned, without_paths)
+from .node import n_functions
 from .plots import seed_curves, tidy_log_axis
 from .schema import make_claim
 
 __all__ = ["Params", "Results", "run", "claims", "metrics", "from_metrics", "train_unit",
            "gnvpro_unit", "ARCHS", "OPTIMIZERS", "ADAM_WU_PER_EPOCH", "adam_work_units",
            "error_table", "stability_table", "curves_figure", "error_figure", "equal_work_rows",
-           "equal_work_table", "equal_work_figure"]
+           "equal_work_table", "equal_work_figure", "PROTOCOLS", "PROTOCOL_OPTIONS",
+           "ProtocolParams", "resolve_options", "polynomial_degree"]
 
 ARCHS = {"resnet": (ResNet, "ResNet"), "hamiltonian": (HamiltonianNet, "Hamiltonian")}
 COLORS = {"monomial": "tab:blue", "legendre": "black", "none": "tab:orange"}
@@ -57,9 +67,100 @@ OPTIMIZERS = {"adam": "Adam", "gnvpro": "GNvpro"}
 #: Work units of one Adam epoch: a forward and a backward pass over the training set.
 ADAM_WU_PER_EPOCH = 2
 
+#: The choices that differ between ctdnn and the authors' MATLAB DTO code
+#: (``runExperiment_v2.m``, ``dense.m``, ``tikhonovReg.m``, ``getPolynomialBasis.m`` at
+#: commit 218b73f), one :class:`Params` field each; a field left at ``None`` takes the value
+#: of the run's ``protocol``. Row letters refer to the method page's table of differences.
+PROTOCOLS = {
+    "ctdnn": {
+        "init": "uniform",               # e: +-1/sqrt(n_in), non-zero biases (nn.Linear's)
+        "tikhonov": "integral",          # f: alpha/2 int_0^T ||theta(t)||^2 dt, opening free
+        "warm_start_alpha": 1e-6,        # g: ridge weight of the warm start of W
+        "degree_semantics": "degree",    # h: degree d = d + 1 functions
+        "weight_times": "consistent",    # weights of step k at t_k = k h
+    },
+    "authors": {
+        "init": "he_normal",             # e: dense.m: N(0, 2/n_in), zero biases
+        "tikhonov": "coefficients",      # f: tikhonovReg(opEye(numel(th0)), alpha1): 0.5 alpha
+                                         #    ||coefficients||^2, opening layer included
+        "warm_start_alpha": 1e-3,        # g: W0 = Ct Xt0' / (Xt0 Xt0' + alpha2 I), alpha2 = 1e-3
+        "degree_semantics": "degree",    # h: getPolynomialBasis(d, ...) builds tt.^(0:d), d + 1
+                                         #    functions (only the Python scripts count functions)
+        "weight_times": "paper",         # getPolynomialBasis: tt = linspace(0, T, nt)
+    },
+}
+#: The fields :data:`PROTOCOLS` resolves.
+PROTOCOL_OPTIONS = tuple(PROTOCOLS["ctdnn"])
+
+
+def _check_options(options: dict) -> None:
+    check_init(options["init"])
+    if options["tikhonov"] not in TIKHONOV:
+        raise ValueError(f"tikhonov must be one of {TIKHONOV}, got {options['tikhonov']!r}")
+    a = options["warm_start_alpha"]
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not a > 0 or not math.isfinite(a):
+        raise ValueError(f"warm_start_alpha must be a positive number (the ridge weight of the "
+                         f"warm start of W), got {a!r}")
+    if options["degree_semantics"] not in ("degree", "functions"):
+        raise ValueError("degree_semantics must be 'degree' (d + 1 functions) or 'functions' "
+                         f"(the number of functions), got {options['degree_semantics']!r}")
+    if options["weight_times"] not in WEIGHT_TIMES:
+        raise ValueError(f"weight_times must be one of {WEIGHT_TIMES}, got "
+                         f"{options['weight_times']!r}")
+
+
+def resolve_options(p: dict) -> dict:
+    """Every option of :data:`PROTOCOLS` for a parameter dict (``Params.as_dict()``).
+
+    A key missing or ``None`` takes the value of ``p["protocol"]`` (``"ctdnn"`` when absent,
+    so that parameter dicts written before the protocols existed keep their meaning).
+    """
+    name = p.get("protocol") or "ctdnn"
+    if name not in PROTOCOLS:
+        raise ValueError(f"protocol={name!r} is unknown; choose one of {sorted(PROTOCOLS)}")
+    return {k: PROTOCOLS[name][k] if p.get(k) is None else p[k] for k in PROTOCOL_OPTIONS}
+
+
+def polynomial_degree(degree: int, semantics: str) -> int:
+    """The polynomial degree of a basis given ``degree`` read with ``semantics``
+    (``"degree"``: itself; ``"functions"``: ``degree - 1``, see
+    :func:`ctdnn.experiments.node.n_functions`)."""
+    return n_functions(degree, semantics) - 1
+
 
 @dataclass
-class Params(ParamsBase):
+class ProtocolParams(ParamsBase):
+    """The protocol and its options, shared by the DTO experiments' parameters."""
+
+    #: ``"ctdnn"`` or ``"authors"``: the defaults of the five fields below (see PROTOCOLS).
+    protocol: str = "ctdnn"
+    init: str | None = None
+    tikhonov: str | None = None
+    warm_start_alpha: float | None = None
+    degree_semantics: str | None = None
+    weight_times: str | None = None
+
+    def resolved(self, option: str):
+        """The value of a protocol option: the field if set, else the protocol's value."""
+        if option not in PROTOCOL_OPTIONS:
+            raise ValueError(f"unknown protocol option {option!r}; choose from "
+                             f"{list(PROTOCOL_OPTIONS)}")
+        return resolve_options(self.as_dict())[option]
+
+    @property
+    def options(self) -> dict:
+        """Every protocol option with its resolved value."""
+        return resolve_options(self.as_dict())
+
+    def _check_protocol(self, degrees) -> None:
+        options = self.options  # raises on an unknown protocol
+        _check_options(options)
+        for d in degrees:
+            n_functions(int(d), options["degree_semantics"])
+
+
+@dataclass
+class Params(ProtocolParams):
     """Every setting of the experiment; defaults are the seconds-long smoke run."""
 
     dataset: str = "ELM"
@@ -81,7 +182,6 @@ class Params(ParamsBase):
     warm_start: bool = True
     width: int = 15
     n_steps: int = 12
-    weight_times: str = "consistent"
     spike_rise: float = 0.05
     tail_fraction: float = 0.2
     fail_factor: float = 2.0
@@ -103,17 +203,30 @@ class Params(ParamsBase):
                              f"in passes over the training set), got {self.gnvpro_work_units!r}")
         self.T_values = [float(T) for T in self.T_values]
         self.seeds = [int(s) for s in self.seeds]
+        self._check_protocol([self.degree] if set(self.bases) - {"none"} else [])
 
     def basis_label(self, b: str) -> str:
-        return {"monomial": f"monomial (d={self.degree})",
-                "legendre": f"Legendre (d={self.degree})", "none": "none (per step)"}[b]
+        if b == "none":
+            return "none (per step)"
+        name = {"monomial": "monomial", "legendre": "Legendre"}[b]
+        if self.resolved("degree_semantics") == "functions":
+            return f"{name} ({self.degree} functions)"
+        return f"{name} (d={self.degree})"
 
 
 def build(p: dict, ds, arch: str, T: float, basis: str, degree: int, seed: int):
-    """A fresh network; the seed fixes its initial weights (the same for every basis and T)."""
+    """A fresh network; the seed fixes its initial weights (the same for every basis and T).
+
+    ``degree`` is read with the run's ``degree_semantics``; ``init`` and ``weight_times``
+    come from the run's protocol options (:func:`resolve_options`).
+    """
+    o = resolve_options(p)
     seed_everything(seed)
+    if basis != "none":
+        degree = polynomial_degree(int(degree), o["degree_semantics"])
     return ARCHS[arch][0](ds.n_in, ds.n_out, width=p["width"], n_steps=p["n_steps"], T=T,
-                          basis=basis, degree=degree, weight_times=p["weight_times"])
+                          basis=basis, degree=degree, weight_times=o["weight_times"],
+                          init=o["init"])
 
 
 def train_unit(item: dict) -> dict:
@@ -132,12 +245,14 @@ def train_unit(item: dict) -> dict:
                       n_samples=p["n_samples"], device=dev)
     specs = [tuple(s) for s in item["specs"]]
     models = [build(p, ds, item["arch"], *s) for s in specs]
+    o = resolve_options(p)
     t0 = time.perf_counter()
     results = train_ensemble(models, ds, epochs=p["epochs"], batch_size=p["batch_size"],
                              lr=p["lr"], optimizer="adam", device=dev,
                              seeds=[s[3] for s in specs], alpha_theta=p["alpha_theta"],
-                             alpha_W=p["alpha_W"], warm_start=p["warm_start"], progress=False,
-                             name=ARCHS[item["arch"]][1])
+                             alpha_W=p["alpha_W"], tikhonov=o["tikhonov"],
+                             warm_start=p["warm_start"], warm_start_alpha=o["warm_start_alpha"],
+                             progress=False, name=ARCHS[item["arch"]][1])
     seconds = time.perf_counter() - t0
     records = []
     for spec, model, res in zip(specs, models, results):
@@ -159,7 +274,9 @@ def gnvpro_unit(item: dict) -> dict:
 
     Same contract as :func:`train_unit` (module-level, loads its own data, each model seeds
     itself); the models start from the same initial weights as Adam's. Each record also holds
-    the work units spent and the model's own training seconds.
+    the work units spent and the model's own training seconds. ``tikhonov="coefficients"``
+    selects GNvpro's ``theta_penalty="euclidean"`` (the same ``0.5 alpha ||theta||^2``); the
+    warm start does not apply (variable projection solves for ``W`` at every iterate).
     """
     p = item["params"]
     import torch
@@ -172,12 +289,14 @@ def gnvpro_unit(item: dict) -> dict:
                       n_samples=p["n_samples"], device=dev)
     specs = [tuple(s) for s in item["specs"]]
     records, n_theta = [], {}
+    theta_penalty = "euclidean" if resolve_options(p)["tikhonov"] == "coefficients" else "model"
     t0 = time.perf_counter()
     for spec in specs:
         model = build(p, ds, item["arch"], *spec)
         n_theta[f"{spec[1]}:{spec[2]}"] = model.n_time_parameters
         res = train_gnvpro(model, ds, max_work_units=p["gnvpro_work_units"],
-                           alpha_theta=p["alpha_theta"], alpha_W=p["alpha_W"], device=dev,
+                           alpha_theta=p["alpha_theta"], alpha_W=p["alpha_W"],
+                           theta_penalty=theta_penalty, device=dev,
                            seed=spec[3], progress=False, name=ARCHS[item["arch"]][1])
         h = res.history
         records.append({
@@ -423,7 +542,8 @@ def metrics(res: Results) -> dict:
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     out = {"optimizers": res.ran(),
            "protocol": {"epochs": p.epochs, "batch_size": p.batch_size, "lr": p.lr,
-                        "optimizer": "adam", **sizes},
+                        "optimizer": "adam", "name": p.protocol, "options": p.options,
+                        **sizes},
            "train_time_s": res.train_time, "n_time_parameters": res.n_theta,
            "mean_predictor_test_rel_err": res.mean_pred_err,
            "cells": _metric_cells(res, "adam")}
@@ -431,7 +551,7 @@ def metrics(res: Results) -> dict:
         out["gnvpro"] = {"protocol": {"max_work_units": p.gnvpro_work_units,
                                       "optimizer": "gnvpro", "inner": "gmres",
                                       "alpha_theta": p.alpha_theta, "alpha_W": p.alpha_W,
-                                      **sizes},
+                                      "name": p.protocol, "options": p.options, **sizes},
                          "train_time_s": res.gnvpro_time, "cells": _metric_cells(res, "gnvpro")}
     if res.runs and res.gnvpro_runs:
         out["equal_work"] = {"definition": WORK_UNIT_DEFINITION,

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from types import SimpleNamespace
 
-from . import conditioning, degree_sweep, dto, node, rules, stationary
+from . import bases_beyond, conditioning, degree_sweep, dto, node, rules, stationary
 from .common import load_data, mean_predictor_error
 from .schema import RunResults, make_claim, read_runs
 
@@ -63,7 +63,10 @@ def _degree_sweep(r: RunResults):
 
 def _node(r: RunResults):
     p = _params(node.Params, r.parameters)
-    ds, ref = _reference(p)
+    # the run's own data preparation and error metric (they differ under protocol="authors")
+    ds, _ = node._load(p.as_dict(), p.seeds[0], "cpu")
+    ds, ref = (SimpleNamespace(name=ds.name, source=ds.source),
+               mean_predictor_error(ds, p.resolved("metric")))
     runs = {name: m["runs"] for name, m in _clean(r.metrics["models"]).items()}
     return node.claims(node.Results(p, ds, [], ref, 0, 0, 0.0, runs))
 
@@ -99,9 +102,13 @@ def _conditioning(r: RunResults):
     return out
 
 
+def _beyond(r: RunResults):
+    return bases_beyond.claims(bases_beyond.from_record(r))
+
+
 _BY_NOTEBOOK = {"01_bases_conditioning": _conditioning, "02_dto_surrogates": _dto,
                 "03_degree_sweep": _degree_sweep, "04_neural_ode_surrogates": _node,
-                "05_stationary_ode_nfe": _stationary}
+                "05_stationary_ode_nfe": _stationary, "10_beyond_bases": _beyond}
 
 
 def rejudge_run(r: RunResults) -> list:
