@@ -237,7 +237,7 @@ class ResNet(SteppedNet):
         weight_times: ``"consistent"`` (weights at ``t_k = k h``, default) or ``"paper"``
             (weights at ``linspace(0, T, n_steps)``, the authors' grid).
         normalized: orthonormal Legendre scaling.
-        init: initial weights, one of :data:`ctdnn.initialization.INIT_SCHEMES`:
+        init: initial weights, one of ``ctdnn.initialization.INIT_SCHEMES``:
             ``"uniform"`` (default), ``"he_normal"`` (the authors' MATLAB) or
             ``"small_normal"`` (see :func:`ctdnn.initialization.initialize`).
 

@@ -7,7 +7,7 @@ HamiltonianNet, NeuralODE, TrajectoryODE. Time-varying weights always start cons
 time (only the coefficient along the basis' constant direction is non-zero), as in the
 paper and in both codes of the authors.
 
-Schemes (:data:`INIT_SCHEMES`), ``n_in`` being a layer's number of inputs:
+Schemes (``INIT_SCHEMES``), ``n_in`` being a layer's number of inputs:
 
 ``"uniform"`` (ctdnn's default)
     Every weight and bias uniform in ``+-1/sqrt(n_in)``: ``torch.nn.Linear``'s own
@@ -90,7 +90,7 @@ def initialize(model: nn.Module, scheme: str) -> nn.Module:
         model: a module holding :class:`~ctdnn.weights.TimeVaryingLinear` and/or
             ``torch.nn.Linear`` layers; an ``nn.Linear`` registered as ``closing`` (the
             surrogate networks' output layer) is the closing layer.
-        scheme: one of :data:`INIT_SCHEMES`.
+        scheme: one of ``INIT_SCHEMES``.
 
     Returns:
         ``model`` (for chaining).

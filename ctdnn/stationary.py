@@ -47,7 +47,7 @@ __all__ = ["SPIRAL_A", "SPIRAL_Y0", "spiral_rhs", "true_trajectory", "TimeSplit"
 SPIRAL_A = ((-0.1, 2.0), (-2.0, -0.1))
 #: How the true trajectory is computed (:func:`true_trajectory`).
 REFERENCES = ("dop853", "rk4_grid")
-#: Relative error of a rollout over a region (:func:`region_error`).
+#: Relative error of a rollout over a region (``region_error``).
 ERROR_METRICS = ("per_sample", "frobenius")
 #: What the integer ``degree`` of a model means (:func:`basis_degree`).
 DEGREE_SEMANTICS = ("degree", "functions")
@@ -336,7 +336,7 @@ def rollout(model, data: TrajectoryData, region: str = "test", *, max_nfe: int |
         data: the :class:`TrajectoryData` (on the model's device and dtype).
         region: ``"train"``, ``"val"`` or ``"test"``.
         closed: extend train and validation by the next region's first sample
-            (:meth:`TimeSplit.region`).
+            (``TimeSplit.region``).
         max_nfe: budget of right-hand-side evaluations for this solve (``None``: none). The
             model's ``max_num_steps`` does not bound a rollout: torchdiffeq applies it to
             each interval between two output times, and a rollout has hundreds of them.
@@ -530,16 +530,16 @@ def train_trajectory(model, *, data: TrajectoryData | None = None, iterations: i
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ...
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
         lr_decay_every, lr_decay_gamma: step decay of the learning rate, ``lr *
-            gamma**((iteration - 1) // every)`` (:func:`lr_at`, the authors' ``StepLR``);
+            gamma**((iteration - 1) // every)`` (``lr_at``, the authors' ``StepLR``);
             ``None``: constant.
         early_stop_patience: stop after this many consecutive evaluations whose
             validation error does not improve on the best (``None``: never).
-        error_metric: ``"per_sample"`` or ``"frobenius"`` (:func:`region_error`), for the
+        error_metric: ``"per_sample"`` or ``"frobenius"`` (``region_error``), for the
             validation choice and the reported errors.
         include_last_window: whether the window ending at the last training sample can be
-            drawn (:func:`sample_windows`).
+            drawn (``sample_windows``).
         closed_regions: rollouts over train and validation also cover the next region's
-            first sample (:meth:`TimeSplit.region`).
+            first sample (``TimeSplit.region``).
         max_train_nfe: budget of training NFE for the whole run; the solve that reaches it
             is stopped, the run ends with status ``"solver_failed"`` (``"too_many_steps"``)
             at its last completed iteration, and ``train_nfe`` is a lower bound.

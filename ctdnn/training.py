@@ -40,11 +40,11 @@ HISTORY_KEYS = ("epoch", "loss", "train_rel_err", "val_rel_err", "nfe", "nfe_for
 #: Per-check entries of the history of :func:`train_iterations`.
 ITERATION_HISTORY_KEYS = ("iteration",) + HISTORY_KEYS[1:]
 #: Minibatch losses of :func:`train_iterations`: ``0.5 / n_b sum_i ||f(x_i) - c_i||^2``
-#: (``"squared"``, as :func:`train`) or the mean absolute error over all entries of the
+#: (``"squared"``, as :func:`ctdnn.train`) or the mean absolute error over all entries of the
 #: batch (``"l1"``, the authors' Python neural ODE).
 LOSSES = ("squared", "l1")
-#: Relative-error metrics: the mean of per-sample ratios (``"mean_ratio"``, the MATLAB
-#: metric of the DTO tables) or one Frobenius ratio over the split (``"frobenius"``, the
+#: The relative-error metrics. ``"mean_ratio"`` is the mean of per-sample ratios (the MATLAB
+#: metric of the DTO tables); ``"frobenius"`` is one Frobenius ratio over the split (the
 #: authors' Python neural-ODE and stationary-ODE tables).
 METRICS = ("mean_ratio", "frobenius")
 
@@ -89,7 +89,7 @@ def relative_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Zero targets: a row with ``c_i = 0`` has no relative error. It is computed as is, giving
     ``inf`` (``nan`` if ``pred_i`` is exactly zero too), and so is the mean. No epsilon is
     added to the denominator, because any epsilon would make the reported number depend on
-    an arbitrary scale and would hide the problem. :func:`train` and
+    an arbitrary scale and would hide the problem. :func:`ctdnn.train` and
     :func:`~ctdnn.train_ensemble` instead refuse targets with an all-zero row at entry,
     naming the rows: an infinite validation error in every epoch would freeze the
     best-on-validation choice at epoch 1 and silently discard the rest of the training.
@@ -103,7 +103,7 @@ def frobenius_relative_error(pred: torch.Tensor, target: torch.Tensor) -> torch.
 
     The metric of the authors' Python neural-ODE and stationary-ODE tables
     (``relative_error`` in ``python/experiment_runtime.py``), without their ``1e-12`` added
-    to the denominator. Unlike :func:`relative_error` it weights samples by the size of
+    to the denominator. Unlike :func:`ctdnn.relative_error` it weights samples by the size of
     their targets, so a few large targets dominate it.
     """
     return torch.linalg.vector_norm(pred - target) / torch.linalg.vector_norm(target)
@@ -216,7 +216,7 @@ def ridge_warm_start(model, x: torch.Tensor, y: torch.Tensor, alpha: float = 1e-
 
 @dataclasses.dataclass
 class TrainResult:
-    """Outcome of :func:`train`.
+    """Outcome of :func:`ctdnn.train`.
 
     Attributes:
         history: per-epoch lists ``epoch``, ``loss`` (mean training objective),
@@ -488,12 +488,14 @@ def train_iterations(model, data, *, iterations: int, batch_size: int = 20, lr: 
 
     Args:
         model: a :class:`~ctdnn.architectures.SurrogateNet`; left holding the best state.
-        data: as for :func:`train`; a validation split is required.
+        data: as for :func:`ctdnn.train`; a validation split is required.
         iterations: optimizer steps requested.
         batch_size: samples per iteration (drawn with replacement; capped at the training
             set size as the authors' code does).
-        lr, optimizer, device, seed, alpha_theta, alpha_W, tikhonov, progress, checkpoint,
-            resume, name: as for :func:`train` (checkpoints are written at every check).
+        lr: learning rate (before the schedule).
+        optimizer: as for :func:`ctdnn.train`; so are ``device``, ``seed``, ``alpha_theta``,
+            ``alpha_W``, ``tikhonov``, ``progress``, ``checkpoint``, ``resume`` and ``name``
+            (checkpoints are written at every check).
         loss: one of :data:`LOSSES`.
         clip_grad_norm: clip the gradient's global 2-norm to this value; ``None``: no clipping.
         lr_step_every, lr_step_gamma: step schedule (``None``: constant learning rate).
@@ -506,10 +508,10 @@ def train_iterations(model, data, *, iterations: int, batch_size: int = 20, lr: 
 
     Returns:
         :class:`TrainResult` with ``unit="iteration"``: one history entry per check
-        (:data:`ITERATION_HISTORY_KEYS`; ``loss`` is the mean minibatch loss since the last
+        (``ITERATION_HISTORY_KEYS``; ``loss`` is the mean minibatch loss since the last
         check, NFE are cumulative training counts), ``best_epoch`` the best check's
         iteration and ``epochs_completed`` the iterations run. Failures are reported as by
-        :func:`train`.
+        :func:`ctdnn.train`.
 
     Raises:
         TrainingError: invalid arguments or data, or a checkpoint from another run.

@@ -220,7 +220,7 @@ def random_split(n: int, sizes: tuple[int, int, int], seed: int, rule: str = "de
         sizes: ``(n_train, n_val, n_test)``; train takes the first ``n_train`` entries of
             the permutation, validation the next ``n_val``, test the rest.
         seed: the permutation's seed.
-        rule: one of :data:`SPLIT_RULES`.
+        rule: one of ``SPLIT_RULES``.
     """
     if rule not in SPLIT_RULES:
         raise ValueError(f"split rule must be one of {SPLIT_RULES}, got {rule!r}")
@@ -642,7 +642,7 @@ def load(name: str, *, source: str = "auto", seed: int = 0, dtype: torch.dtype =
             selects the data set's default.
         simulator_seed: seed passed to the simulator; the simulated samples
             depend on it, the split does not.
-        split: the random-split rule, one of :data:`SPLIT_RULES` (the ELM file's own
+        split: the random-split rule, one of ``SPLIT_RULES`` (the ELM file's own
             split is used with either).
         **simulator_overrides: settings passed to the simulator.
 

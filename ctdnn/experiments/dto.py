@@ -27,7 +27,7 @@ validation errors recorded after each epoch or iteration) are counted for neithe
 
 Protocols. ``Params(protocol="authors")`` takes every choice that differs between ctdnn and
 the authors' MATLAB DTO code (``matlab/experiments/runExperiment_v2.m`` at commit 218b73f)
-from :data:`PROTOCOLS`; each choice is also a :class:`Params` field of its own (``init``,
+from :data:`PROTOCOLS`; each choice is also a ``Params`` field of its own (``init``,
 ``tikhonov``, ``warm_start_alpha``, ``degree_semantics``, ``weight_times``) that overrides
 the protocol when set (``None``: take it from the protocol).
 """
@@ -69,7 +69,7 @@ ADAM_WU_PER_EPOCH = 2
 
 #: The choices that differ between ctdnn and the authors' MATLAB DTO code
 #: (``runExperiment_v2.m``, ``dense.m``, ``tikhonovReg.m``, ``getPolynomialBasis.m`` at
-#: commit 218b73f), one :class:`Params` field each; a field left at ``None`` takes the value
+#: commit 218b73f), one ``Params`` field each; a field left at ``None`` takes the value
 #: of the run's ``protocol``. Row letters refer to the method page's table of differences.
 PROTOCOLS = {
     "ctdnn": {

@@ -2,7 +2,7 @@
 
 The method page's table of differences gives, for each row, the option that switches it, the
 authors' value, ctdnn's value and a measured effect: one run each way on one data set, at
-least three seeds, a small budget. Each row is a function registered in :data:`ROWS`
+least three seeds, a small budget. Each row is a function registered in ``ROWS``
 (``register(row, fn)``) that takes keyword settings (``seeds``, ``epochs``, ...) with
 defaults, ignoring the ones it does not use (``**settings``), and returns an
 :class:`Effect`; :func:`effects_table` writes the markdown table.
@@ -150,12 +150,15 @@ def effects_table(effects) -> str:
     head = ("| row | what | option | authors' value | ctdnn value | test error, authors' "
             "value | test error, ctdnn value | authors' minus ctdnn | run |\n"
             "|---|---|---|---|---|---|---|---|---|\n")
+    def cell(text):  # a "|" inside a cell (norms ||x||) would end it
+        return str(text).replace("|", "\\|")
+
     lines = []
     for e in effects:
         run = e.settings + (f"; {e.notes}" if e.notes else "")
-        lines.append(f"| {e.row} | {e.what} | `{e.option}` | {e.authors_value} | "
-                     f"{e.ctdnn_value} | {_side(e, 'authors')} | {_side(e, 'ctdnn')} | "
-                     f"{_difference(e)} | {run} |")
+        lines.append(f"| {cell(e.row)} | {cell(e.what)} | `{e.option}` | "
+                     f"{cell(e.authors_value)} | {cell(e.ctdnn_value)} | {_side(e, 'authors')} | "
+                     f"{_side(e, 'ctdnn')} | {_difference(e)} | {cell(run)} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -199,7 +202,7 @@ def dto_effect(row: str, *, seeds=(0, 1, 2), epochs: int = 40, dataset: str = "E
     not registered as a lettered row).
 
     Each side is one batched Adam training of every seed through
-    :func:`ctdnn.experiments.dto.train_unit` (the notebook's code path); the error is the
+    ``ctdnn.experiments.dto.train_unit`` (the notebook's code path); the error is the
     test relative error (mean of per-sample ratios) of the best-on-validation state.
     """
     from . import dto
@@ -295,8 +298,8 @@ def node_effect(row: str, *, seeds=(0, 1, 2), iterations: int = 300, dataset: st
     fmt = lambda d: ", ".join(f"{k}={v!r}" for k, v in d.items())   # noqa: E731
     settings = (f"neural ODE, Legendre d = 3, {dataset}, Adam lr 0.01 batch 20, {iterations} "
                 f"iterations, dopri5 rtol {rtol:g} atol {atol:g}, seeds {list(seeds)}")
-    notes = ("test error of the authors' side under the Frobenius metric where it is switched "
-             "on (rows b and c), else the mean of per-sample ratios") if row in "bc" else ""
+    notes = ("the authors' side is the Frobenius ratio of the same models" if row == "c"
+             else "test error: mean of per-sample ratios on both sides")
     return Effect(row=row, what=what, option=option, authors_value=fmt(authors),
                   ctdnn_value=fmt(ctdnn_value), settings=settings, runs=runs, notes=notes,
                   seconds=time.perf_counter() - t0)

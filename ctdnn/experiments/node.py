@@ -31,7 +31,7 @@ __all__ = ["Params", "Results", "run", "claims", "metrics", "train_unit", "weigh
 
 #: The choices that differ between ctdnn and the authors' Python neural-ODE code
 #: (``python/surrogate/train_surrogate_node.py`` and ``python/timeparam_NEW.py`` at commit
-#: 218b73f), one :class:`Params` field each; a field left at ``None`` takes the value of the
+#: 218b73f), one ``Params`` field each; a field left at ``None`` takes the value of the
 #: run's ``protocol``. Row letters refer to the method page's table of differences.
 PROTOCOLS = {
     "ctdnn": {
@@ -519,7 +519,7 @@ def option_effect(base: Params, variants: dict, *, name: str = "legendre",
     Args:
         base: the parameters shared by every variant (data, budget, seeds, tolerances).
         variants: ``{label: {option: value, ...}}``; each label is one way of running.
-        name: the model trained (a key of :attr:`Params.models`).
+        name: the model trained (a key of ``Params.models``).
         metrics_of: record keys summarised.
 
     Returns:

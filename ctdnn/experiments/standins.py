@@ -3,26 +3,26 @@
 Without the paper's files the book runs on this package's simulators. This experiment measures
 how well a simulator stands in for the data it replaces, on what decides the experiments:
 
-* **Distributions** (:func:`distribution_stats`): of the inputs and outputs as the networks see
+* **Distributions** (``distribution_stats``): of the inputs and outputs as the networks see
   them (normalised with the training statistics): marginal moments, the mean absolute
   correlation between features, exact zeros of the raw outputs, the dynamic range of the
   per-sample output norms (the denominators of the relative error), and the number of
-  principal components holding 99 % of the output variance. :func:`ks_distance` compares the
+  principal components holding 99 % of the output variance. ``ks_distance`` compares the
   pooled normalised outputs of the two sources.
-* **Simple references** (:func:`reference_errors`): the test relative error of predicting the
+* **Simple references** (``reference_errors``): the test relative error of predicting the
   training mean, of linear least squares on ``[x, 1]`` and of one small DTO network (ResNet,
-  Legendre degree 3, T = 1, trained by Adam; the unit of :func:`ctdnn.experiments.dto.train_unit`).
+  Legendre degree 3, T = 1, trained by Adam; the unit of ``ctdnn.experiments.dto.train_unit``).
 * **Verdicts**: every claim of the DTO, degree-sweep and neural-ODE experiments, decided on
   both sources by the experiments' own ``run`` and ``claims`` functions with the same
-  parameters; :func:`agreement` pairs them. Where the build's results folder already holds
+  parameters; ``agreement`` pairs them. Where the build's results folder already holds
   a run of an experiment on one source (the book's own pages, same preset), that run is reused
   and only the other source is trained, with the reused run's parameters.
 
-DCR has no paper file here: :func:`dcr_published` sets the simulator beside what the authors
+DCR has no paper file here: ``dcr_published`` sets the simulator beside what the authors
 published about the data (shapes, normalisation, the test errors in their result files).
 
-``run(Params())`` returns a :class:`Results`; ``metrics(results)`` is the JSON part of the
-record, whose ``agreement`` list the summary page reads (:func:`agreement_index`).
+``run(Params())`` returns a ``Results``; ``metrics(results)`` is the JSON part of the
+record, whose ``agreement`` list the summary page reads (``agreement_index``).
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ def agreement(verdicts: Mapping[str, Mapping[str, str]]) -> list:
 
 
 def agreement_summary(rows: Sequence[Mapping]) -> dict:
-    """Counts of :func:`agreement` rows.
+    """Counts of ``agreement`` rows.
 
     Returns:
         ``compared`` (claims decided on both sources), ``agree``, ``differ``, ``missing``

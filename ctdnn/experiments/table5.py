@@ -5,22 +5,22 @@ Three parts:
 * **The authors' numbers.** The authors' repository publishes one JSON file per neural-ODE run,
   ``python/surrogate/results/results_table5_<data>_<basis>_d3_seed<k>.json``. Their numbers
   (not their code) are kept in ``authors_table5.csv`` beside this module, one row per file with
-  the file name and the commit it comes from; :func:`authors_table` reads it and
-  :func:`extract_authors` regenerates it from a git copy of their repository
+  the file name and the commit it comes from; ``authors_table`` reads it and
+  ``extract_authors`` regenerates it from a git copy of their repository
   (``python -m ctdnn.experiments.table5 extract GIT_DIR``).
 * **The comparison.** Per data set and basis, our per-seed runs beside theirs: parameter
-  counts, test error, NFE and stopping iterations, with the verdict of :func:`agreement`
-  (``agrees``, ``differs`` or ``inconclusive``; the rule's text is :data:`AGREEMENT_RULE`).
+  counts, test error, NFE and stopping iterations, with the verdict of ``agreement``
+  (``agrees``, ``differs`` or ``inconclusive``; the rule's text is ``AGREEMENT_RULE``).
 * **The archive.** The results of a run at the paper's protocol are kept in a folder of the
-  repository (:data:`ARCHIVE`): the results record of every data set, flat CSV tables, the
+  repository (``ARCHIVE``): the results record of every data set, flat CSV tables, the
   comparison, a figure and ``provenance.json`` (commit, a flag for uncommitted changes, the
   package versions, the machine, the date, the preset, wall time and core-hours, and a digest
-  of every source file of the package). :func:`regenerate` makes it
-  (``python -m ctdnn run --preset table5``); :func:`read_archive` reads it back and checks
-  that it is complete; :func:`changed_sources` says which package sources differ from those
+  of every source file of the package). ``regenerate`` makes it
+  (``python -m ctdnn run --preset table5``); ``read_archive`` reads it back and checks
+  that it is complete; ``changed_sources`` says which package sources differ from those
   that produced it. The archive is replaced as a whole: an interrupted run leaves the
   previous archive as it was. The same machinery keeps the DTO surrogates of Table 2 at the
-  paper's protocol (``--preset table2``, :data:`TABLE2_ARCHIVE`: records, ``errors.csv`` and
+  paper's protocol (``--preset table2``, ``TABLE2_ARCHIVE``: records, ``errors.csv`` and
   provenance; the authors published no Table 2 result files to compare with).
 
 Names: the authors' basis ``"none"`` (one time-invariant weight set) is our ``"constant"``
@@ -227,7 +227,7 @@ AGREEMENT_RULE = (
 
 @dataclasses.dataclass(frozen=True)
 class Agreement:
-    """The verdict of :func:`agreement` with its numbers.
+    """The verdict of ``agreement`` with its numbers.
 
     Attributes:
         verdict: ``"agrees"``, ``"differs"`` or ``"inconclusive"``.
@@ -274,7 +274,7 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], *, level: float = 
 
 def agreement(ours: Sequence[float], theirs: Sequence[float], *, margin: float = MARGIN,
               min_runs: int = MIN_RUNS, seed: int = 0) -> Agreement:
-    """Whether our per-seed values agree with the authors' (the rule :data:`AGREEMENT_RULE`).
+    """Whether our per-seed values agree with the authors' (the rule ``AGREEMENT_RULE``).
 
     Args:
         ours: our per-seed values (e.g. test errors); non-finite values (failed runs) are
@@ -576,7 +576,7 @@ class ArchiveError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Archive:
-    """An archive read back by :func:`read_archive`.
+    """An archive read back by ``read_archive``.
 
     Attributes:
         folder: where it lies.
@@ -678,11 +678,11 @@ def write_archive(folder, records: dict, provenance_runs: dict, planned: dict,
     the archive is always the previous one or the new one, whole.
 
     Args:
-        folder: the archive folder (e.g. :data:`ARCHIVE`).
+        folder: the archive folder (e.g. ``ARCHIVE``).
         records: ``{data set: RunResults}``.
         provenance_runs: ``{data set: provenance(...)}`` for every data set of ``records``.
         planned: ``{data set: parameters}`` of every run the preset asks for.
-        theirs: the authors' rows (default: :func:`authors_table`).
+        theirs: the authors' rows (default: ``authors_table``).
         kind: ``"table5"`` or ``"table2"`` (see :data:`NOTEBOOKS`).
 
     Raises:
@@ -839,7 +839,7 @@ class Page:
     Attributes:
         archive: the archive, or ``None`` where there is none (``problem`` says why).
         problem: why the archive could not be read ("" when it was).
-        theirs: the authors' rows (:func:`authors_table`).
+        theirs: the authors' rows (``authors_table``).
         estimate: the Table 2 estimate (:data:`TABLE2_ESTIMATE`), or ``None``.
     """
 
@@ -851,8 +851,8 @@ class Page:
 
     @classmethod
     def load(cls, folder="default", estimate_file="default", table2="default") -> "Page":
-        """Read the archive (``"default"``: :data:`ARCHIVE`), the Table 2 estimate
-        (:data:`TABLE2_ESTIMATE`) and the Table 2 archive (:data:`TABLE2_ARCHIVE`)."""
+        """Read the archive (``"default"``: ``ARCHIVE``), the Table 2 estimate
+        (:data:`TABLE2_ESTIMATE`) and the Table 2 archive (``TABLE2_ARCHIVE``)."""
         folder = ARCHIVE if folder == "default" else Path(folder)
         est_path = TABLE2_ESTIMATE if estimate_file == "default" else Path(estimate_file)
         t2_path = TABLE2_ARCHIVE if table2 == "default" else Path(table2)
