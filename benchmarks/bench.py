@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import copy
 import os
 import statistics
 import sys
@@ -455,7 +456,9 @@ def bench_node_nfe(sizes, device, repeats, budget, sync, log):
             K, b = layer.weights(B0)
             lin.weight.copy_(K[0])
             lin.bias.copy_(b[0])
-    modules = {"ctdnn": model, "per_sample": ref, "static": static}
+    # the same model, its right-hand side built op by op (TimeVaryingMLP.fused = False)
+    graph = copy.deepcopy(model)
+    modules = {"ctdnn": model, "per_sample": ref, "static": static, "graph": graph}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-2) for k, m in modules.items()}
     starts = {k: [p.detach().clone() for p in m.parameters()] for k, m in modules.items()}
     nfe = {k: [] for k in modules}
@@ -467,30 +470,39 @@ def bench_node_nfe(sizes, device, repeats, budget, sync, log):
 
     def counter(name):
         m = modules[name]
-        return m.stats.nfe_forward if name == "ctdnn" else (m.func.nfe if name == "per_sample"
-                                                             else m.nfe)
+        return m.stats.nfe_forward if name in ("ctdnn", "graph") else (
+            m.func.nfe if name == "per_sample" else m.nfe)
 
     def variant(name):
         m, opt = modules[name], opts[name]
 
         def run():
-            before = 0 if name == "ctdnn" else counter(name)
+            before = 0 if name in ("ctdnn", "graph") else counter(name)
             pred = m(xb)
             nfe[name].append(counter(name) - before)
             loss = 0.5 * (pred - yb).square().sum() / xb.shape[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return run
+
+        def op_by_op():
+            ctdnn.TimeVaryingMLP.fused = False
+            try:
+                run()
+            finally:
+                ctdnn.TimeVaryingMLP.fused = True
+        return op_by_op if name == "graph" else run
 
     c = {}
     t = measure({k: variant(k) for k in modules}, repeats=repeats, inner=1,
-                warmup={"ctdnn": 1, "per_sample": 0, "static": 1}, sync=sync, cpu_times=c,
+                warmup={"ctdnn": 1, "per_sample": 0, "static": 1, "graph": 1}, sync=sync,
+                cpu_times=c,
                 max_seconds=budget, setup={k: (lambda k=k: restore(k)) for k in modules})
     n = len(t["ctdnn"])
     per = {k: [s / f for s, f in zip(t[k], nfe[k][-n:])] for k in modules}
     per_cpu = {k: [s / f for s, f in zip(c[k], nfe[k][-n:])] for k in modules}
     f_m, f_r, f_s = nfe["ctdnn"][-1], nfe["per_sample"][-1], nfe["static"][-1]
+    same_steps = nfe["graph"][-n:] == nfe["ctdnn"][-n:]
     what = (f"width {sizes['width']}, hidden {sizes['node_hidden']}, batch "
             f"{sizes['node_batch']}, dopri5 rtol {sizes['rtol']:g} atol {sizes['atol']:g}, "
             f"Legendre {sizes['node_degree'] + 1} functions, backpropagation through the "
@@ -514,6 +526,17 @@ def bench_node_nfe(sizes, device, repeats, budget, sync, log):
                      cpu=(per_cpu["ctdnn"], per_cpu["static"]), nfe_forward=f_m,
                      reference_nfe_forward=f_s, unit="seconds per forward NFE",
                      ratio_meaning="ctdnn time per NFE / static MLP time per NFE"))
+    rows.append(_row("b-node-nfe-fused", "b",
+                     f"time per forward NFE, ctdnn's right-hand side as one autograd node "
+                     f"(TimeVaryingMLP.fused, the default on CPU) vs the same model's graph "
+                     f"built op by op (fused=False); {what}; forward NFE {f_m} both"
+                     + ("" if same_steps else " (NFE differed: the ratio is per NFE)"),
+                     device, sizes["nfe_dtype"], "fused right-hand side per NFE",
+                     "op-by-op graph per NFE", per["ctdnn"], per["graph"],
+                     lambda s, b: b / s, goal=False, repeats=n, inner=1,
+                     cpu=(per_cpu["ctdnn"], per_cpu["graph"]), nfe_forward=f_m,
+                     reference_nfe_forward=nfe["graph"][-1], unit="seconds per forward NFE",
+                     ratio_meaning="op-by-op time per NFE / fused time per NFE"))
     return rows
 
 

@@ -98,10 +98,14 @@ def plan(preset: str, only=None, presets_file: Path = PRESETS_FILE) -> list[dict
             suffix = entry.pop("_name", None)
             always = bool(entry.pop("_always", False))
             alone = bool(entry.pop("_alone", False)) or always
+            after = entry.pop("_after", None) or []
+            if isinstance(after, str) or not all(isinstance(a, str) for a in after):
+                raise RunnerError(f"preset {preset!r}, {stem}: _after must be a list of "
+                                  f"notebook names, got {after!r}")
             name = f"{stem}_{suffix}" if suffix else stem
             params = {"preset": preset, "run_name": name, "output_dir": "results", **entry}
             runs.append({"notebook": stem, "name": name, "parameters": params, "always": always,
-                         "alone": alone})
+                         "alone": alone, "after": list(after)})
     if only:
         runs = [r for r in runs if r["notebook"] in wanted or r["name"] in wanted]
         if not runs:
@@ -441,7 +445,9 @@ class _Display:
 
 def _stages(runs: list[dict]) -> list[list[int]]:
     """Indices of ``runs`` grouped into stages: consecutive ordinary runs share a stage (they
-    may run at once); a run marked ``alone`` (and every summary page) is a stage of its own."""
+    may run at once); a run marked ``alone`` (and every summary page) is a stage of its own.
+    A run with ``after`` shares its stage too, but starts only once the runs of those
+    notebooks before it have finished (see :func:`execute`)."""
     stages, current = [], []
     for i, run in enumerate(runs):
         if run.get("alone") or run.get("always") or run.get("script"):
@@ -490,7 +496,30 @@ def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
     records: list = [None] * len(runs)
     n = len(runs)
 
+    ended = {i: threading.Event() for i in range(n)}
+    failed: set = set()
+
+    def wait_for_dependencies(i: int) -> None:
+        """Block until the runs before ``i`` of the notebooks it comes ``after`` have ended."""
+        deps = [j for j in range(i) if runs[j]["notebook"] in runs[i].get("after", ())]
+        for j in deps:
+            ended[j].wait()
+        bad = [runs[j]["name"] for j in deps if j in failed]
+        if bad:
+            raise RunnerError(f"{runs[i]['name']} was not run: it reads the results of "
+                              f"{', '.join(bad)}, which failed")
+
     def one(i: int) -> None:
+        try:
+            wait_for_dependencies(i)
+            run_one(i)
+        except BaseException:
+            failed.add(i)
+            raise
+        finally:
+            ended[i].set()
+
+    def run_one(i: int) -> None:
         run = runs[i]
         name = run["name"]
         tag = f"[{i + 1}/{n}] {name}"
@@ -552,9 +581,11 @@ def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
         for stage_ids in _stages(runs):
             # The runs of a stage execute in threads; this thread keeps the display current.
             errors = []
-            if jobs > 1:   # longest first (by the last run's time) packs the workers best
-                stage_ids = sorted(stage_ids, key=lambda i: -float(
-                    manifest.get(runs[i]["name"], {}).get("wall_time_s", math.inf)))
+            if jobs > 1:   # longest first (by the last run's time) packs the workers best;
+                # a run that waits for others goes last, so that it never holds back a run
+                # that could start
+                stage_ids = sorted(stage_ids, key=lambda i: (bool(runs[i].get("after")), -float(
+                    manifest.get(runs[i]["name"], {}).get("wall_time_s", math.inf))))
             with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
                 pending = {pool.submit(one, i): i for i in stage_ids}
                 while pending:
@@ -917,11 +948,32 @@ def _start_cluster(workers: int):
 
     from distributed import LocalCluster
 
+    import dask
+
     dashboard = importlib.util.find_spec("bokeh") is not None
     address = (":8787" if _free_port(8787) else ":0") if dashboard else None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=address, silence_logs=logging.ERROR)
+    with dask.config.set(CLUSTER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=address, silence_logs=logging.ERROR)
     return cluster, (cluster.dashboard_link if dashboard else None)
+
+
+#: The Dask settings of the cluster ``ctdnn run`` starts (the scheduler in this process, the
+#: workers through their nannies), for units that are many small tensor operations in Python:
+#:
+#: * no ``MALLOC_TRIM_THRESHOLD_`` (see :func:`ctdnn.parallel.undo_malloc_trim`): with it,
+#:   every tensor above 128 KiB is mapped and unmapped anew and training runs 2.5x slower;
+#: * no statistical profiler in the workers, which samples every thread's stack 100 times a
+#:   second and so competes with the unit for the interpreter (9 % more CPU time per unit
+#:   measured; the dashboard's profile page stays empty);
+#: * the event loops' tick, the memory monitor and the system monitor at 1 s, 1 s and 2 s
+#:   instead of 20, 100 and 500 ms: an idle scheduler with two workers then takes 2 % of a
+#:   core instead of 12 %.
+CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                  "distributed.worker.profile.enabled": False,
+                  "distributed.admin.tick.interval": "1s",
+                  "distributed.worker.memory.monitor-interval": "1s",
+                  "distributed.admin.system-monitor.interval": "2s"}
 
 
 def _cluster_size(address: str) -> int:
@@ -980,9 +1032,11 @@ def _cli(args) -> int:
             print(f"archive {archive.relative_to(ROOT)} written in "
                   f"{time.perf_counter() - t0:.0f} s")
             return 0
-        # Notebooks only wait for their units, so one more than the workers keeps them busy
-        # (each kernel holds its data set in memory: at most 16 at once).
-        jobs = 1 if not env["CTDNN_SCHEDULER"] else min(16, max(2, workers + 1))
+        # Notebooks only wait for their units (and do a little work of their own: data,
+        # figures), so twice the workers and two more keep the workers busy to the end of a
+        # stage (each kernel holds its data set in memory: at most 16 at once). Measured on
+        # 2 workers, quick preset: 6 notebooks at once beat 3 and all 11 of the stage.
+        jobs = 1 if not env["CTDNN_SCHEDULER"] else min(16, 2 * workers + 2)
         t0 = time.perf_counter()
         execute(runs, generated, force=args.force, env=env, jobs=jobs, progress=True)
         print(f"notebooks done in {time.perf_counter() - t0:.0f} s")

@@ -154,8 +154,8 @@ def test_run_produces_rows_and_valid_json(tmp_path):
                      log=messages.append)
     ids = [r["id"] for r in rows]
     assert ids == ["a-resnet", "a-hamiltonian", "b-node-adjoint", "b-node-backprop",
-                   "b-node-nfe", "b-node-nfe-static", "c-basis", "d-K1", "d-K1-seq", "d-K2",
-                   "d-K2-seq"]
+                   "b-node-nfe", "b-node-nfe-static", "b-node-nfe-fused", "c-basis", "d-K1",
+                   "d-K1-seq", "d-K2", "d-K2-seq"]
     assert any("CUDA rows skipped" in m for m in messages)
     for r in rows:
         assert REQUIRED <= set(r), r["id"]
@@ -169,6 +169,9 @@ def test_run_produces_rows_and_valid_json(tmp_path):
     nfe_row, static_row = rows[4], rows[5]
     assert nfe_row["nfe_forward"] > 0 and nfe_row["reference_nfe_forward"] > 0
     assert nfe_row["verdict"] in ("PASS", "MISS") and static_row["verdict"] == "INFO"
+    fused_row = rows[6]   # the fused right-hand side and the op-by-op graph take equal steps
+    assert fused_row["verdict"] == "INFO" and "NFE differed" not in fused_row["timed"]
+    assert fused_row["nfe_forward"] == fused_row["reference_nfe_forward"] > 0
     assert nfe_row["unit"] == "seconds per forward NFE"
     # per NFE: well below the time of one iteration
     assert nfe_row["subject_median_s"] < rows[3]["subject_median_s"]

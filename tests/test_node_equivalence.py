@@ -216,3 +216,78 @@ def test_counters_and_evaluation_without_gradients():
     assert torch.equal(a, b) and model.stats.nfe_forward == first > 0
     assert model.total_stats.nfe_forward == 2 * first and model.total_stats.n_solves == 2
     assert model.stats.n_accepted + model.stats.n_rejected > 0
+
+
+def _solve_and_grads(model, x, y):
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    (0.5 * (out - y).square().sum()).backward()
+    stats = model.stats
+    return (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()},
+            (stats.nfe_forward, stats.nfe_backward, stats.n_accepted, stats.n_rejected))
+
+
+FUSED_CASES = [("legendre", 50, "rescaled", "extrapolate", False),
+               ("legendre", 50, "rescaled", "extrapolate", True),
+               ("monomial", 50, "unscaled", "clamp", False),
+               ("monomial", None, "absolute", "clamp", True),
+               ("none", 50, "rescaled", "extrapolate", False),
+               ("chebyshev", 50, "rescaled", "clamp", False),
+               ("fourier", None, "rescaled", "extrapolate", True),
+               ("hat", 50, "rescaled", "extrapolate", False)]
+
+
+@pytest.mark.parametrize("kind,hidden,scaling,past_T,adjoint", FUSED_CASES)
+def test_one_node_evaluation_equals_the_op_by_op_graph_bit_for_bit(kind, hidden, scaling,
+                                                                   past_T, adjoint):
+    """The CPU right-hand side as one autograd node (``TimeVaryingMLP.fused``) gives the
+    numbers of the op-by-op graph exactly: outputs, every gradient and the solver's counts,
+    through backpropagation and through the adjoint method, in float64."""
+    from ctdnn.neural_ode import TimeVaryingMLP
+
+    T = 2.0
+    torch.manual_seed(3)
+    model = ctdnn.NeuralODE(6, 3, width=5, hidden=hidden, T=T, basis=kind, degree=3,
+                            n_steps=5 if kind == "none" else None, rtol=1e-7, atol=1e-9,
+                            adjoint=adjoint, time_scaling=scaling,
+                            time_past_T=past_T).double()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in model.dynamics.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    y = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    assert TimeVaryingMLP.fused
+    fused = _solve_and_grads(model, x, y)
+    try:
+        TimeVaryingMLP.fused = False
+        graph = _solve_and_grads(model, x, y)
+    finally:
+        TimeVaryingMLP.fused = True
+    assert fused[2] == graph[2] and fused[2][0] > 20
+    assert torch.equal(fused[0], graph[0])
+    for name, grad in graph[1].items():
+        assert torch.equal(fused[1][name], grad), name
+
+
+def test_one_node_evaluation_in_float32_and_under_double_backward():
+    from ctdnn.neural_ode import TimeVaryingMLP
+
+    torch.manual_seed(0)
+    dyn = ctdnn.NeuralODE(4, 2, width=5, hidden=7, adjoint=False).dynamics
+    u = torch.randn(3, 5, requires_grad=True)
+    t = torch.tensor(0.3, requires_grad=True)
+    out = dyn(t, u)
+    gu, gt = torch.autograd.grad(out.square().sum(), (u, t))
+    TimeVaryingMLP.fused = False
+    try:
+        ref = dyn(t, u)
+        ru, rt = torch.autograd.grad(ref.square().sum(), (u, t))
+    finally:
+        TimeVaryingMLP.fused = True
+    assert torch.equal(out, ref) and torch.equal(gu, ru) and torch.equal(gt, rt)
+    # the backward is not differentiable itself: asking for it says so instead of
+    # returning a wrong second derivative
+    gu, = torch.autograd.grad(dyn(t, u).square().sum(), u, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward"):
+        gu.sum().backward()

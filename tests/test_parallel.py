@@ -195,3 +195,137 @@ def test_warnings_of_units_reach_the_caller(where, request, monkeypatch):
     with pytest.warns(UserWarning) as record:
         assert map_units(warn_on_odd, [1, 2, 3], name="w") == [1, 2, 3]
     assert [str(w.message) for w in record] == ["1: item 1 is odd", "3: item 3 is odd"]
+
+
+_FAULTS = """
+import json, resource, sys
+import numpy as np
+from ctdnn import parallel
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(200):   # 2 MiB arrays, allocated, touched and freed, as a training step does
+        np.ones(1 << 18).sum()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+faults()
+first = faults()
+changed = parallel.undo_malloc_trim()
+again = parallel.undo_malloc_trim()
+print(json.dumps({"before": first, "changed": changed, "again": again, "after": faults()}))
+"""
+
+
+@pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc's allocator")
+def test_units_undo_dasks_malloc_trim_threshold_and_stop_faulting_pages(tmp_path):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc map
+    and unmap every large array anew; a unit's process takes the default thresholds back."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True,
+                         text=True, check=True)
+    got = json.loads(out.stdout)
+    assert got["changed"] is True and got["again"] is False   # once per process
+    assert got["before"] > 200 * 100      # 512 pages per array, faulted in anew each time
+    assert got["after"] < got["before"] / 20
+    env.pop("MALLOC_TRIM_THRESHOLD_")
+    plain = json.loads(subprocess.run([sys.executable, "-c", _FAULTS], env=env,
+                                      capture_output=True, text=True, check=True).stdout)
+    assert plain["changed"] is False      # nothing to undo without the variable
+
+
+def test_the_runners_cluster_starts_workers_without_dasks_malloc_trim_threshold(monkeypatch):
+    pytest.importorskip("distributed")
+    from ctdnn import runner
+
+    # A default LocalCluster leaves its pre-spawn variables in the environment of the process
+    # that started it (here: the module's cluster fixture); `ctdnn run` starts no other.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+
+    cluster, _ = runner._start_cluster(2)
+    try:
+        with cluster.get_client() as client:
+            env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+            settings = client.run(_worker_settings)
+    finally:
+        cluster.close()
+    assert len(env) == 2 and set(env.values()) == {"unset"}
+    # the statistical profiler is off and the monitors slower, on every worker
+    assert list(settings.values()) == [(False, "1s", "1s", "2s")] * 2
+
+
+def _worker_settings():
+    import dask
+
+    return tuple(dask.config.get(k) for k in (
+        "distributed.worker.profile.enabled", "distributed.admin.tick.interval",
+        "distributed.worker.memory.monitor-interval", "distributed.admin.system-monitor.interval"))
+
+
+def test_concurrently_runs_in_order_in_process_and_at_once_on_a_cluster(monkeypatch):
+    import threading
+
+    order = []
+
+    def call(k):
+        def run():
+            order.append((k, threading.get_ident()))
+            return k * 2
+        return run
+
+    assert parallel.concurrently(call(1), call(2), call(3)) == [2, 4, 6]
+    assert [k for k, _ in order] == [1, 2, 3]
+    assert {t for _, t in order} == {threading.get_ident()}   # in the caller's thread
+
+    monkeypatch.setenv(parallel.SCHEDULER_ENV, "tcp://127.0.0.1:1")   # never contacted
+    barrier = threading.Barrier(3, timeout=20)
+
+    def meet(k):
+        def run():
+            barrier.wait()   # passes only if all three calls run at once
+            return k
+        return run
+
+    assert parallel.concurrently(meet("a"), meet("b"), meet("c")) == ["a", "b", "c"]
+
+    def fails(msg):
+        def run():
+            raise ValueError(msg)
+        return run
+
+    finished = []
+    with pytest.raises(ValueError, match="first"):
+        parallel.concurrently(fails("first"), lambda: finished.append(1), fails("second"))
+    assert finished == [1]   # the others ran to the end
+
+
+def test_unit_scopes_keep_their_units_apart_also_in_threads(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv(parallel.UNIT_DIR_ENV, str(tmp_path / "units"))
+    monkeypatch.setenv(parallel.RUN_KEY_ENV, "key")
+    calls = []
+
+    def unit(k):
+        calls.append(k)
+        return k
+
+    def scoped(tag, factor):
+        with parallel.unit_scope(tag):
+            return map_units(lambda k: unit(k * factor), [1, 2], name="same name")
+
+    out = {}
+    threads = [threading.Thread(target=lambda t=t, f=f: out.__setitem__(t, scoped(t, f)))
+               for t, f in (("paper", 1), ("simulated", 10))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert out == {"paper": [1, 2], "simulated": [10, 20]}
+    assert sorted(calls) == [1, 2, 10, 20]
+    # stored under each scope's own key: found again there, not under the other scope's
+    assert scoped("simulated", 1000) == [10, 20] and scoped("paper", 1000) == [1, 2]
+    assert sorted(calls) == [1, 2, 10, 20]
+    assert map_units(lambda k: unit(-k), [1, 2], name="same name") == [-1, -2]   # no scope

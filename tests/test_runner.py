@@ -272,11 +272,14 @@ def _without_timing(obj):
 
 @pytest.mark.slow
 def test_smoke_runs_with_two_workers_equal_the_sequential_ones(paper_data_dir, tmp_path):
-    """The real notebooks: a neural-ODE page and the NFE study, on a 2-worker cluster and
-    in-process; the same results files with the same numbers (timings aside)."""
+    """The real notebooks: a DTO and a neural-ODE page, the NFE study, the bases page (three
+    kinds of units queued together) and the stand-ins page (its trainings at once, started
+    after the pages it reuses), on a 2-worker cluster and in-process; the same results files
+    with the same numbers (timings aside)."""
     from ctdnn.__main__ import main
 
-    only = ["02_dto_surrogates_CDR", "04_neural_ode_surrogates_CDR", "05_stationary_ode_nfe"]
+    only = ["02_dto_surrogates_CDR", "04_neural_ode_surrogates_CDR", "05_stationary_ode_nfe",
+            "10_beyond_bases", "08_standins"]
     results = {}
     for workers in (1, 2):
         work = tmp_path / f"w{workers}"
@@ -357,3 +360,36 @@ def test_estimate_probes_shrink_companion_budgets_with_the_scaled_parameter():
     assert params["gnvpro_work_units"] == 40 and seed_factor == 5.0
     assert _doubled(params, rule) == {"gnvpro_work_units": 80}
     assert run["parameters"]["gnvpro_work_units"] == 4000   # the run's own parameters untouched
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["runs", "dependency-failed"])
+def test_a_run_after_others_shares_their_stage_but_starts_once_they_ended(unit_project, broken):
+    root, presets = unit_project
+    presets.write_text(
+        "smoke:\n  units:\n    - {_name: A, seeds: [0, 1], epochs: 40}\n"
+        f"    - {{_name: B, seeds: [2], epochs: 40, broken: {[2] if broken else []}}}\n"
+        "  good:\n    - {_name: A, value: 2, _after: [units]}\n"
+        "  bad:\n    - {_always: true}\n")
+    runs = runner.plan("smoke", ["units", "good"], presets_file=presets)
+    assert [r["after"] for r in runs] == [[], [], ["units"]]
+    assert runner._stages(runs) == [[0, 1, 2]]   # one stage: no barrier after the units
+    lines = []
+    out = root / "generated"
+    if broken:
+        with pytest.raises(runner.RunnerError, match="units_B"):
+            runner.execute(runs, out, log=lines.append, jobs=3, env={"CTDNN_SCHEDULER": ""})
+        assert not any("good_A: running" in line for line in lines)
+        assert not (out / "good_A.ipynb").exists()
+        return
+    runner.execute(runs, out, log=lines.append, jobs=3, env={"CTDNN_SCHEDULER": ""})
+    start = next(k for k, line in enumerate(lines) if "good_A: running" in line)
+    for name in ("units_A", "units_B"):
+        assert next(k for k, line in enumerate(lines) if f"{name}: done" in line) < start
+    assert (out / "good_A.ipynb").exists()
+
+
+def test_after_must_name_notebooks(project):
+    root, presets = project
+    presets.write_text("smoke:\n  good:\n    - {_after: units}\n")
+    with pytest.raises(runner.RunnerError, match="_after must be a list of notebook names"):
+        runner.plan("smoke", presets_file=presets)

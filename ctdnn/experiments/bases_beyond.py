@@ -493,8 +493,22 @@ def run(params: Params) -> Results:
                   spike_rise=0.05, tail_fraction=0.2)
         specs = [(p.dto_T, b, p.degree, s) for b in p.bases for s in p.seeds]
         dto_items.append({"params": dp, "arch": arch, "specs": specs})
-    dto_out = parallel.map_units(dto.train_unit, dto_items, name="beyond bases DTO",
-                                 labels=[f"{n} {a}" for n, a in dto_units])
+    # neural ODE surrogate: (basis, seed); the first wp_seeds seeds with work-precision sweeps
+    node_units = [(b, s) for b in p.bases for s in p.seeds]
+    # stationary ODE: briefly trained models per basis (the first wp_seeds seeds)
+    spiral_units = [(b, s) for b in p.bases for s in p.wp_seed_list]
+    # three independent sets of units: queued together on a cluster
+    dto_out, node_out, spiral_out = parallel.concurrently(
+        lambda: parallel.map_units(dto.train_unit, dto_items, name="beyond bases DTO",
+                                   labels=[f"{n} {a}" for n, a in dto_units]),
+        lambda: parallel.map_units(
+            node_unit, [{"params": pd, "basis": b, "seed": s, "wp": s in p.wp_seed_list,
+                         "control": s == p.seeds[0]} for b, s in node_units],
+            name="beyond bases neural ODE", labels=[f"{b} seed {s}" for b, s in node_units]),
+        lambda: parallel.map_units(
+            spiral_unit, [{"params": pd, "basis": b, "seed": s, "control": s == p.seeds[0]}
+                          for b, s in spiral_units],
+            name="beyond bases spiral", labels=[f"spiral {b} seed {s}" for b, s in spiral_units]))
     dto_res, sources, notes = {}, [], []
     for name in p.datasets:
         ds, n = load_data(name, source=p.data_source, seed=p.split_seed,
@@ -506,26 +520,13 @@ def run(params: Params) -> Results:
             if dname == name:
                 recs += [{**r, "arch": arch} for r in out["records"]]
         dto_res[name] = {"records": recs, "mean_pred_err": mean_predictor_error(ds)}
-    # neural ODE surrogate: (basis, seed); the first wp_seeds seeds with work-precision sweeps
-    units = [(b, s) for b in p.bases for s in p.seeds]
-    node_out = parallel.map_units(
-        node_unit, [{"params": pd, "basis": b, "seed": s, "wp": s in p.wp_seed_list,
-                     "control": s == p.seeds[0]}
-                    for b, s in units],
-        name="beyond bases neural ODE", labels=[f"{b} seed {s}" for b, s in units])
     node_runs = {b: [] for b in p.bases}
-    for (b, _), rec in zip(units, node_out):
+    for (b, _), rec in zip(node_units, node_out):
         node_runs[b].append(rec)
     ds, _ = load_data(p.node_dataset, source=p.data_source, seed=p.split_seed,
                       n_samples=p.n_samples(p.node_dataset), device=dev)
-    # stationary ODE: briefly trained models per basis (the first wp_seeds seeds)
-    units = [(b, s) for b in p.bases for s in p.wp_seed_list]
-    spiral_out = parallel.map_units(
-        spiral_unit, [{"params": pd, "basis": b, "seed": s, "control": s == p.seeds[0]}
-                      for b, s in units],
-        name="beyond bases spiral", labels=[f"spiral {b} seed {s}" for b, s in units])
     spiral = {b: [] for b in p.bases}
-    for (b, _), rec in zip(units, spiral_out):
+    for (b, _), rec in zip(spiral_units, spiral_out):
         spiral[b].append(rec)
     sources.append(DataSource("spiral", "simulated",
                               f"simulated spiral dy/dt = y^3 A, {p.n_points} samples on [0, 25]",

@@ -27,11 +27,9 @@ record, whose ``agreement`` list the summary page reads (``agreement_index``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,7 +342,6 @@ def reference_errors(datasets: Mapping[str, Mapping[str, object]], p: Params) ->
     return out
 
 
-@contextlib.contextmanager
 def _unit_scope(tag: str):
     """Store this block's units under their own run key.
 
@@ -352,15 +349,17 @@ def _unit_scope(tag: str):
     the experiments name their units by data set only, so the runs of two sources inside one
     notebook would otherwise find each other's stored units.
     """
-    key = os.environ.get(parallel.RUN_KEY_ENV)
-    if key is None:
-        yield
-        return
-    os.environ[parallel.RUN_KEY_ENV] = f"{key}:{NOTEBOOK}:{tag}"
-    try:
-        yield
-    finally:
-        os.environ[parallel.RUN_KEY_ENV] = key
+    return parallel.unit_scope(f"{NOTEBOOK}:{tag}")
+
+
+def _training(module, prm, tag: str):
+    """A call that trains one experiment here: ``(results, wall seconds)``."""
+    def call():
+        t0 = time.perf_counter()
+        with _unit_scope(tag):
+            res = module.run(prm)
+        return res, time.perf_counter() - t0
+    return call
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -620,13 +619,30 @@ def run(params: Params) -> Results:
         stats[name] = {s: distribution_stats(ds) for s, ds in datasets[name].items()}
         ys = {s: _arrays(ds)["y_all"] for s, ds in datasets[name].items()}
         ks[name] = ks_distance(ys["paper"], ys["simulated"])
-    references = reference_errors(datasets, p)
     stored = []
     if p.reuse_main_runs and Path(p.results_dir).is_dir():
         try:
             stored = read_runs(p.results_dir)
         except SchemaError as err:
             notes.append(f"results folder not reused: {without_paths(err)}")
+    # Every (data set, experiment, source) either reuses this build's run of that page or is
+    # trained here; the trainings (and the references) are independent, so on a cluster
+    # they queue their units together (parallel.concurrently), in-process one after another.
+    plan, calls = {}, []
+    for name in datasets:
+        for stem in p.experiments:
+            module = EXPERIMENTS[stem]
+            main = _find_run(stored, stem, name, p.preset) if p.reuse_main_runs else None
+            base = main.parameters if main is not None else {}
+            for source in SOURCES:
+                if main is not None and main.data[0].source == source:
+                    plan[(name, stem, source)] = main
+                    continue
+                prm = _params_for(module, base, {} if main is not None else
+                                  p.overrides.get(stem, {}), name, source, p.device)
+                plan[(name, stem, source)] = len(calls)
+                calls.append(_training(module, prm, f"{stem}:{name}:{source}"))
+    references, *trained = parallel.concurrently(lambda: reference_errors(datasets, p), *calls)
     verdicts = {n: {s: {} for s in SOURCES} for n in datasets}
     claims_ = {n: {s: [] for s in SOURCES} for n in datasets}
     errors = {n: {s: {} for s in SOURCES} for n in datasets}
@@ -634,22 +650,16 @@ def run(params: Params) -> Results:
     for name in datasets:
         for stem in p.experiments:
             module = EXPERIMENTS[stem]
-            main = _find_run(stored, stem, name, p.preset) if p.reuse_main_runs else None
             origin[name][stem], seconds[name][stem] = {}, {}
-            base = main.parameters if main is not None else {}
             for source in SOURCES:
-                if main is not None and main.data[0].source == source:
-                    cl, m = list(main.claims), main.metrics
-                    origin[name][stem][source] = f"reused {main.run}"
-                else:
-                    prm = _params_for(module, base, {} if main is not None else
-                                      p.overrides.get(stem, {}), name, source, p.device)
-                    t0 = time.perf_counter()
-                    with _unit_scope(f"{stem}:{name}:{source}"):
-                        res = module.run(prm)
-                    seconds[name][stem][source] = time.perf_counter() - t0
+                how = plan[(name, stem, source)]
+                if isinstance(how, int):
+                    res, seconds[name][stem][source] = trained[how]
                     cl, m = module.claims(res), module.metrics(res)
                     origin[name][stem][source] = "trained here"
+                else:
+                    cl, m = list(how.claims), how.metrics
+                    origin[name][stem][source] = f"reused {how.run}"
                 claims_[name][source] += cl
                 verdicts[name][source].update({c.key: c.verdict for c in cl})
                 errors[name][source].update(_error_cells(stem, m))
