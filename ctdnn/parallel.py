@@ -111,9 +111,11 @@ def _unit_state(seed: int, threads: int, dtype: str):
             torch.cuda.set_rng_state_all(saved_cuda)
 
 
-#: The allocator thresholds :func:`undo_malloc_trim` sets: large enough that a unit's tensors
-#: are reused from the heap instead of being mapped and unmapped on every allocation.
+#: glibc's mmap threshold that :func:`undo_malloc_trim` sets (bytes): large enough that a
+#: unit's tensors are reused from the heap instead of being mapped anew at every allocation.
 MMAP_THRESHOLD = 32 * 1024 * 1024
+#: glibc's trim threshold that :func:`undo_malloc_trim` sets (bytes): freed memory up to this
+#: much stays with the process instead of going back to the system after every step.
 TRIM_THRESHOLD = 64 * 1024 * 1024
 _malloc_checked = False
 
