@@ -559,7 +559,7 @@ def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
                     run_env["CTDNN_UNIT_TIMES"] = str(Path(unit_times).resolve())
                 _execute_notebook(run, stage, kernel, run_env,
                                   on_cell=lambda k, total: display.cell(name, k, total),
-                                  cell_timeout=cell_timeout)
+                                  cell_timeout=cell_timeout, log=display.line)
             progress_file.unlink(missing_ok=True)
             data = _data_summary(stage / "results" / f"{name}.json")
             if not run.get("script"):
@@ -617,12 +617,30 @@ def execute(runs: list[dict], out: Path = GENERATED, *, force: bool = False,
     return records
 
 
+#: Seconds a new kernel may take to answer its first request (papermill's default is 60;
+#: several kernels importing torch at once on a loaded machine can take longer).
+KERNEL_START_TIMEOUT = 120.0
+#: Kernels started for one notebook before its run fails: a kernel that never answered ran
+#: no cell, so starting another one is safe.
+KERNEL_START_ATTEMPTS = 3
+
+
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in tail if line.strip())
+
+
 def _execute_notebook(run: dict, stage: Path, kernel: str, env: dict, on_cell=None,
-                      cell_timeout: float | None = None) -> None:
+                      cell_timeout: float | None = None, log=None) -> None:
     """papermill into ``stage/<name>.ipynb``, with the kernel running in ``stage``.
 
     The working folder goes to the kernel (not through papermill's ``cwd``, which changes the
-    whole process's folder and so cannot serve notebooks running at once in threads).
+    whole process's folder and so cannot serve notebooks running at once in threads). A kernel
+    that does not start (it dies or never answers) is replaced, up to
+    ``KERNEL_START_ATTEMPTS`` kernels; a failure once a cell has started fails the run.
     """
     import logging
 
@@ -641,30 +659,48 @@ def _execute_notebook(run: dict, stage: Path, kernel: str, env: dict, on_cell=No
     source = ROOT / "notebooks" / f"{run['notebook']}.ipynb"
     n_cells = len(json.loads(source.read_text()).get("cells", [])) + 1   # + injected parameters
 
+    started = []   # set once a cell starts: from then on, a failure is the notebook's
+
+    def cell_start(**_):
+        started.append(True)
+
     def cell_done(cell=None, cell_index=0, **_):
         if on_cell is not None:
             on_cell(cell_index, n_cells)
 
+    kernel_log = stage / "kernel.log"
     # Written under a hidden name (papermill wants the .ipynb suffix) and moved onto the
     # target only when the notebook ran to its end.
     with atomic_write(target, prefix=".", suffix=".ipynb") as tmp:
-        try:
-            pm.execute_notebook(str(source), str(tmp),
-                                parameters=run["parameters"], kernel_name=kernel,
-                                progress_bar=False, report_mode=False,
-                                kernel_manager_class=_kernel_manager_class(
-                                    env, stage / "kernel.log"),
-                                resources={"metadata": {"path": str(stage.resolve())}},
-                                on_cell_complete=cell_done, execution_timeout=cell_timeout)
-        except pm.PapermillExecutionError as exc:
-            first_line = (exc.source or "").strip().splitlines()[:1]
-            where = f" ({first_line[0][:60]!r} ...)" if first_line else ""
-            raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) failed in cell "
-                              f"[{exc.exec_count}]{where}: {exc.ename}: {exc.evalue}") from None
-        except Exception as exc:   # e.g. the kernel died (out of memory) or did not start
-            raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) stopped: "
-                              f"{type(exc).__name__}: {exc} (the kernel's own messages: "
-                              f"{stage / 'kernel.log'})") from exc
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                pm.execute_notebook(str(source), str(tmp),
+                                    parameters=run["parameters"], kernel_name=kernel,
+                                    progress_bar=False, report_mode=False,
+                                    kernel_manager_class=_kernel_manager_class(env, kernel_log),
+                                    resources={"metadata": {"path": str(stage.resolve())}},
+                                    start_timeout=KERNEL_START_TIMEOUT,
+                                    on_cell_start=cell_start, on_cell_complete=cell_done,
+                                    execution_timeout=cell_timeout)
+                break
+            except pm.PapermillExecutionError as exc:
+                first_line = (exc.source or "").strip().splitlines()[:1]
+                where = f" ({first_line[0][:60]!r} ...)" if first_line else ""
+                raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) failed in "
+                                  f"cell [{exc.exec_count}]{where}: {exc.ename}: "
+                                  f"{exc.evalue}") from None
+            except Exception as exc:   # e.g. the kernel died (out of memory) or did not start
+                if not started and attempt < KERNEL_START_ATTEMPTS:
+                    if log is not None:
+                        log(f"{name}: the kernel did not start ({exc}); starting another "
+                            f"({attempt + 1} of {KERNEL_START_ATTEMPTS})")
+                    continue
+                tail = _log_tail(kernel_log)
+                raise RunnerError(f"notebook {run['notebook']}.ipynb (run {name}) stopped: "
+                                  f"{type(exc).__name__}: {exc}"
+                                  + (f" after {attempt} kernels" if not started else "")
+                                  + f" (the kernel's own messages, in {kernel_log}"
+                                  + (f", end with: {tail})" if tail else ")")) from exc
         prepare_executed_copy(tmp)   # the run's data set into the page title
 
 

@@ -331,7 +331,8 @@ def test_ctrl_c_stops_notebooks_running_in_threads(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stage = tmp_path / "out" / ".staging"
     markers = [stage / name / f"started-{name}" for name in ("slow1", "slow2")]
-    deadline = time.monotonic() + 120
+    # a kernel that did not start is replaced after runner.KERNEL_START_TIMEOUT seconds
+    deadline = time.monotonic() + 2 * runner.KERNEL_START_TIMEOUT + 60
     while not all(m.exists() and m.read_text() for m in markers):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
         time.sleep(0.2)
@@ -348,6 +349,50 @@ def test_ctrl_c_stops_notebooks_running_in_threads(tmp_path):
             continue
         with open(f"/proc/{pid}/stat") as fh:
             assert fh.read().split()[2] == "Z", f"kernel {pid} still running"
+
+
+# A kernel that stays silent (it never answers) for its first ``hangs`` launches, then runs
+# ipykernel: what a kernel that does not start looks like from the runner.
+HANGING_KERNEL = """
+import os, sys, time
+count = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launches")
+n = len(open(count).read()) if os.path.exists(count) else 0
+open(count, "a").write("x")
+if n < int(os.environ.get("HANGS", "1")):
+    print("silent kernel", n + 1, flush=True)
+    time.sleep(600)
+os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize("hangs", [1, 2], ids=["replaced", "fails-after-two"])
+def test_a_kernel_that_does_not_start_is_replaced(project, tmp_path, monkeypatch, hangs):
+    import sys
+
+    root, presets = project
+    spec = tmp_path / "jupyter" / "kernels" / "hanging"
+    spec.mkdir(parents=True)
+    (spec / "launch.py").write_text(HANGING_KERNEL)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(spec / "launch.py"), "-f", "{connection_file}"],
+        "display_name": "hanging", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setattr(runner, "KERNEL_START_TIMEOUT", 8)
+    monkeypatch.setattr(runner, "KERNEL_START_ATTEMPTS", 2)
+    runs = runner.plan("smoke", ["good_A"], presets_file=presets)
+    lines = []
+    out = root / "generated"
+    if hangs == 1:
+        runner.execute(runs, out, kernel="hanging", log=lines.append, env={"HANGS": "1"})
+        assert json.loads((out / "results" / "good_A.json").read_text())["value"] == 2
+        assert any("good_A: the kernel did not start" in line and "2 of 2" in line
+                   for line in lines)
+    else:
+        with pytest.raises(runner.RunnerError, match=r"(?s)didn't respond in 8 seconds after 2 "
+                                                     r"kernels .*end with: silent kernel 2"):
+            runner.execute(runs, out, kernel="hanging", log=lines.append, env={"HANGS": "2"})
+        assert not (out / "good_A.ipynb").exists()
+    assert len((spec / "launches").read_text()) == 2
 
 
 def test_estimate_probes_shrink_companion_budgets_with_the_scaled_parameter():
