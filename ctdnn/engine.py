@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from .parallel import metered
 from .solvers import SolverError
 from .status import Status
 from .storage import plain_data, write_bytes_atomic
@@ -506,8 +507,9 @@ class Run:
 
     # -- the loop --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def running(self, max_steps: int | None = None) -> Iterator[range]:
-        """The steps to run in this call, ``start + 1 .. stop``, inside the run's handling.
+    def running(self, max_steps: int | None = None) -> Iterator[Iterator[int]]:
+        """The steps to run in this call, ``start + 1 .. stop``, inside the run's handling
+        (timed step by step for ``ctdnn run --estimate``: :func:`ctdnn.parallel.metered`).
 
         Args:
             max_steps: run at most this many steps in this call (a staged run); the run
@@ -520,7 +522,7 @@ class Run:
                                  self.counters)
         self._bar = Progress(self.progress, self.total, self.start, self.label)
         try:
-            yield range(self.start + 1, self.stop + 1)
+            yield metered(range(self.start + 1, self.stop + 1))
         except SolverError as exc:
             self.fail(Status.SOLVER_FAILED, f"in {self.unit} {self.done + 1}, {exc}", exc.status)
         except KeyboardInterrupt:

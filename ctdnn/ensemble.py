@@ -28,6 +28,7 @@ from torch import nn
 from .architectures import TIKHONOV, HamiltonianNet, SteppedNet
 from .engine import (BestState, Checkpoint, Clock, Progress, Snapshot, cpu_state,
                      fingerprint_value, model_fingerprint, tensor_digest)
+from .parallel import metered
 from .status import Status
 from .training import (TrainingError, TrainResult, check_minibatch_settings, check_seed,
                        make_optimizer, new_history, prepare_splits, resolve_device,
@@ -278,7 +279,7 @@ def train_ensemble(models, data, *, epochs: int, batch_size: int = 32, lr: float
     clock = Clock(max(walls, default=0.0))
     bar = Progress(progress, epochs, start, label)
     try:
-        for epoch in range(start + 1, stop + 1):
+        for epoch in metered(range(start + 1, stop + 1)):
             if not any(active):
                 break
             perm = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)

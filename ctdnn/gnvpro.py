@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import time
@@ -75,6 +76,7 @@ from scipy.optimize import brentq
 
 from . import checks
 from .engine import cpu_state, fingerprint_value
+from .parallel import metered
 from .status import Status
 from .training import (TrainingError, TrainResult, check_fingerprint, check_seed,
                        load_checkpoint, model_fingerprint, prepare_splits, relative_error,
@@ -981,7 +983,7 @@ def train_gnvpro(model, data, *, max_work_units: int = 4000, alpha_theta: float 
                    desc=label, leave=False, unit="wu")
     done_here = 0
     try:
-        while True:
+        for _ in metered(itertools.count()):
             gn = it.grad_norm
             if not math.isfinite(gn):
                 status = Status.DIVERGED

@@ -24,7 +24,8 @@ cluster the units never touch them.
 stored there under its run key, and a unit whose result exists for the same key is not run
 again, so an interrupted run resumes unit by unit. ``CTDNN_PROGRESS_FILE`` receives the
 count of finished units (read by the runner's progress display) and ``CTDNN_UNIT_TIMES``,
-when set, a line per unit with its wall and CPU time (used by ``ctdnn run --estimate``).
+when set, a line per unit with its wall and CPU time and the CPU time of each step of its
+:func:`metered` loops (used by ``ctdnn run --estimate``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from .storage import write_bytes_atomic, write_text_atomic
 
 __all__ = ["map_units", "UnitError", "SCHEDULER_ENV", "UNIT_DIR_ENV", "RUN_KEY_ENV",
            "PROGRESS_ENV", "TIMES_ENV", "read_progress", "unit_seed", "undo_malloc_trim",
-           "unit_scope", "concurrently", "on_cluster"]
+           "unit_scope", "concurrently", "on_cluster", "metered"]
 
 SCHEDULER_ENV = "CTDNN_SCHEDULER"
 UNIT_DIR_ENV = "CTDNN_UNIT_DIR"
@@ -153,23 +154,65 @@ def undo_malloc_trim() -> bool:
         mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
+# The loops of the unit being timed (``CTDNN_UNIT_TIMES`` set): one list of step CPU times per
+# metered loop; None when no unit is timed.
+_meter: contextvars.ContextVar = contextvars.ContextVar("ctdnn_step_meter", default=None)
+
+
+def metered(steps):
+    """Iterate over ``steps`` (an epoch or iteration loop), timing each step where a unit is timed.
+
+    Where ``CTDNN_UNIT_TIMES`` is set (``ctdnn run --estimate``), the CPU time from handing out
+    a step to being asked for the next one (the loop's body) is recorded for the unit running
+    it, so the estimate can tell the cost per step from the unit's fixed cost; elsewhere this
+    is ``iter(steps)``. A loop left early records its last step too.
+    """
+    loops = _meter.get()
+    if loops is None:
+        yield from steps
+        return
+    times: list = []
+    loops.append(times)
+    for step in steps:
+        c0 = time.process_time()
+        try:
+            yield step
+        finally:
+            times.append(time.process_time() - c0)
+
+
+def _loop_summary(times: list) -> dict:
+    """``{"steps", "cpu_seconds", "steady_seconds"}`` of one metered loop: the steady cost per
+    step leaves out the first step, which pays for warm-up (allocations, caches)."""
+    rest = times[1:] or times
+    return {"steps": len(times), "cpu_seconds": sum(times),
+            "steady_seconds": sum(rest) / len(rest) if rest else 0.0}
+
+
 def _call_unit(fn, item, seed: int, threads: int, dtype: str):
     """Run one unit (on a worker or in-process).
 
     Returns:
-        ``(result, seconds, warnings)`` with ``seconds = (wall, cpu)`` (the CPU time of this
-        process during the unit measures its cost even on a busy machine) and ``warnings`` the
-        ``(category, message)`` of each warning the unit raised.
+        ``(result, seconds, warnings)`` with ``seconds = (wall, cpu, loops)`` (the CPU time of
+        this process during the unit measures its cost even on a busy machine; ``loops``
+        summarises its :func:`metered` loops where ``CTDNN_UNIT_TIMES`` is set, else ``[]``)
+        and ``warnings`` the ``(category, message)`` of each warning the unit raised.
     """
     undo_malloc_trim()
+    loops = [] if os.environ.get(TIMES_ENV) else None
+    token = _meter.set(loops)
     t0, c0 = time.perf_counter(), time.process_time()
     # Warnings come back with the result and are raised again by the caller, so a unit on a
     # worker warns where an in-process one would (the notebook), not on the worker's stderr.
-    with _unit_state(seed, threads, dtype), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = fn(item)
+    try:
+        with _unit_state(seed, threads, dtype), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fn(item)
+    finally:
+        _meter.reset(token)
     raised = [(w.category, str(w.message)) for w in caught]
-    return result, (time.perf_counter() - t0, time.process_time() - c0), raised
+    summary = [_loop_summary(t) for t in loops or ()]
+    return result, (time.perf_counter() - t0, time.process_time() - c0, summary), raised
 
 
 def _label(item) -> str:
@@ -271,12 +314,12 @@ def read_progress(path) -> dict | None:
         return None
 
 
-def _record_time(name: str, label: str, seconds: tuple[float, float]) -> None:
+def _record_time(name: str, label: str, seconds: tuple) -> None:
     path = os.environ.get(TIMES_ENV)
     if path:
         with open(path, "a") as fh:
             fh.write(json.dumps({"name": name, "label": label, "seconds": seconds[0],
-                                 "cpu_seconds": seconds[1]}) + "\n")
+                                 "cpu_seconds": seconds[1], "loops": seconds[2]}) + "\n")
 
 
 # ----------------------------------------------------------------------------- execution

@@ -756,18 +756,23 @@ def _probe(run: dict, rule: dict | None) -> tuple[dict, float, str | None]:
     params = dict(run["parameters"])
     if not rule:
         return params, 1.0, None
+    params.update(rule.get("set") or {})
     seed_factor = 1.0
     if "seeds" in rule and isinstance(params.get("seeds"), list) and params["seeds"]:
         k = max(1, int(rule["seeds"]))
         seed_factor = len(params["seeds"]) / min(k, len(params["seeds"]))
         params["seeds"] = params["seeds"][:k]
+        # counts of seeds (e.g. the seeds with work-precision sweeps) cannot exceed the seeds
+        for other in rule.get("seed_counts", ()):
+            if isinstance(params.get(other), int) and not isinstance(params[other], bool):
+                params[other] = min(params[other], len(params["seeds"]))
     key = rule["scale"]
     if params.get(key) is None:   # the notebook's default (a seconds-long run): as it is
         return params, seed_factor, None
     full = params[key]
     params[key] = rule["probe"]
     # Companion sizes (e.g. GNvpro's work-unit budget beside Adam's epochs) shrink by the same
-    # factor, so that the probes stay short and the line through them prices both together.
+    # factor, so that the probe stays short and its steps price both together.
     for other in rule.get("together", ()):
         if isinstance(params.get(other), (int, float)) and not isinstance(params[other], bool):
             params[other] = max(1, math.ceil(params[other] * rule["probe"] / full))
@@ -775,36 +780,56 @@ def _probe(run: dict, rule: dict | None) -> tuple[dict, float, str | None]:
 
 
 def _doubled(params: dict, rule: dict) -> dict:
-    """The second probe's companion sizes: twice the first probe's."""
+    """The second probe's companion sizes (a notebook without units): twice the first's."""
     return {k: 2 * params[k] for k in rule.get("together", ())
             if isinstance(params.get(k), (int, float)) and not isinstance(params[k], bool)}
 
 
-def _epochs(results: Path) -> tuple[int, int, int]:
-    """``(epochs, iterations, n_train)`` a run did, from its results' ``metrics.protocol``."""
+def _unit_cost(unit: dict, factor: float) -> float:
+    """A probed unit's CPU seconds at ``factor`` times the probe's steps: its metered loops'
+    steady cost per step times their steps at full size, plus what the unit did besides
+    (building the models, the final evaluation, the loops' warm-up), as measured."""
+    loops = unit.get("loops") or []
+    in_loops = sum(loop["steady_seconds"] * loop["steps"] for loop in loops)
+    fixed = max(0.0, unit["cpu_seconds"] - in_loops)
+    return fixed + in_loops * factor
+
+
+def _iterations_factor(results: Path, full: int) -> float:
+    """The full run's iterations over the probe's, from the probe's ``metrics.protocol``:
+    where iterations round up to whole epochs (sampling by epochs), so do the full run's."""
     proto = json.loads(results.read_text())["metrics"]["protocol"]
-    return int(proto["epochs"]), int(proto["iterations"]), int(proto["n_train"])
+    done, per_epoch = int(proto["iterations"]), int(proto.get("iterations_per_epoch") or 0)
+    if per_epoch and done == int(proto["epochs"]) * per_epoch:
+        full = math.ceil(full / per_epoch) * per_epoch
+    return full / max(1, done)
 
 
 def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python3",
              presets_file: Path = PRESETS_FILE, scratch: Path | None = None,
              probe_timeout: float = 300.0) -> dict:
-    """Time short probes of every run and extrapolate its cost (``ctdnn run --estimate``).
+    """Time a short probe of every run and extrapolate its cost (``ctdnn run --estimate``).
 
-    A notebook run with an ``_estimate`` rule in ``presets.yml`` executes twice, in-process:
-    with the parameter named by ``scale`` set to ``probe`` (a few epochs or iterations) and to
-    twice that, and, where the rule says ``seeds: k``, only the first ``k`` seeds.
-    :func:`ctdnn.parallel.map_units` records every unit's CPU time; each unit's cost is
-    extrapolated along the line through its two probe times (a fixed part, such as building
-    the models and the final evaluation, plus a part per epoch or iteration), and each seed
-    left out counts as one more unit like those probed. What a notebook does outside its units
-    (kernel start, data, figures) is counted once, as measured; a notebook with a rule but no
-    units is extrapolated as a whole along the same kind of line. ``per_epoch: true`` marks a
-    notebook whose iterations round up to whole epochs: the line is then in epochs, read from
-    the probes' results. Runs without a rule are timed as they are; the benchmark script is
-    not timed. Probes run side by side, as many as there are cores (at most ``workers``). A
-    probe with a cell running over ``probe_timeout`` seconds is stopped and its run reported
-    as not estimated (the totals are then lower bounds).
+    A notebook run with an ``_estimate`` rule in ``presets.yml`` executes once, in-process,
+    with the parameter named by ``scale`` set to ``probe`` (a few epochs or iterations),
+    the parameters under ``set`` replaced, and, where the rule says ``seeds: k``, only the
+    first ``k`` seeds (for notebooks whose units are one seed each; ``seed_counts`` names
+    parameters that count seeds and so shrink with them). :func:`ctdnn.parallel.map_units`
+    records every unit's CPU time and, step by step, that of its training loops
+    (:func:`ctdnn.parallel.metered`). A unit's cost at full size is its steady cost per step
+    (the first step, which pays for warm-up, left out) times the steps of the full run, plus
+    what it did besides, as measured (building the models, the final evaluation); each seed
+    left out counts as one more unit like those probed. What a notebook does outside its
+    units (kernel start, data, figures) is counted once, as measured. ``per_epoch: true``
+    marks a notebook whose iterations may round up to whole epochs: the ratio of the full
+    run's iterations to the probe's then comes from the probe's results. ``adds: [run, ...]`` adds the predicted
+    cost of those runs (when they are estimated too) to a run that trains them again (the
+    stand-ins page, on the other data source). A notebook with a rule but no units runs twice,
+    at ``probe`` and twice that, and is extrapolated as a whole along the line through the
+    two. Runs without a rule are timed as they are; the benchmark script is not timed. Probes
+    run side by side, as many as there are cores (at most ``workers``). A probe with a cell
+    running over ``probe_timeout`` seconds (or the rule's ``limit``) is stopped and its run
+    reported as not estimated (the totals are then lower bounds).
 
     The wall time for ``W`` workers follows the runner's schedule: the units of one stage
     spread over the workers (at least as long as the longest unit), stages one after another.
@@ -818,7 +843,7 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
     rules = _probe_rules(presets_file)
     scratch = Path(scratch or tempfile.mkdtemp(prefix="ctdnn-estimate-"))
 
-    def timed(run: dict, params: dict, tag: str):
+    def timed(run: dict, params: dict, tag: str, limit: float):
         folder = scratch / f"{run['name']}{tag}"
         times = folder / "unit-times.jsonl"
         folder.mkdir(parents=True, exist_ok=True)
@@ -826,14 +851,13 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
         t0 = time.perf_counter()
         execute([{**run, "parameters": params, "always": True}], folder, force=True,
                 kernel=kernel, log=lambda *_: None, env={"CTDNN_SCHEDULER": ""},
-                unit_times=times, cell_timeout=probe_timeout)
+                unit_times=times, cell_timeout=limit)
         wall = time.perf_counter() - t0
-        lines = [json.loads(line) for line in times.read_text().splitlines()] \
+        units = [json.loads(line) for line in times.read_text().splitlines()] \
             if times.exists() else []
         # A unit's cost is its CPU time, whatever else the machine is doing meanwhile; the
         # rest of the notebook is its wall time less the units' wall time.
-        overhead = max(0.0, wall - sum(u["seconds"] for u in lines))
-        units = {(u["name"], u["label"]): u["cpu_seconds"] for u in lines}
+        overhead = max(0.0, wall - sum(u["seconds"] for u in units))
         return wall, overhead, units, folder / "results" / f"{run['name']}.json"
 
     def probe_one(i: int) -> dict:
@@ -842,37 +866,31 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
             log(f"[{i + 1}/{len(runs)}] {run['name']}: not timed (benchmark script)")
             return {"name": run["name"], "units": 0, "probe_s": 0.0, "core_hours": 0.0,
                     "longest_unit_h": 0.0, "timed": False}
-        rule = rules.get(run["notebook"])
+        rule = rules.get(run["notebook"]) or {}
+        limit = float(rule.get("limit", probe_timeout))
         params, seed_factor, key = _probe(run, rule)
-        wall, overhead, units, results = timed(run, params, "")
+        wall, overhead, units, results = timed(run, params, "", limit)
         probe_s = wall
         if key is None:
-            costs = list(units.values())
+            costs = [u["cpu_seconds"] for u in units]
             core_s = overhead + sum(costs) * seed_factor
             longest = max(costs) if costs else wall
-        else:
+        elif units:
             full = run["parameters"][key]
-            x1, twice = rule["probe"], {**params, **_doubled(params, rule), key: 2 * rule["probe"]}
-            if rule.get("per_epoch"):   # the line is in epochs
-                x1, iters, n_train = _epochs(results)
-                twice[key] = 2 * iters
-                full = math.ceil(full * run["parameters"].get("batch_size", 20) / n_train)
-            wall2, _, units2, results2 = timed(run, twice, "-twice")
-            x2 = _epochs(results2)[0] if rule.get("per_epoch") else 2 * rule["probe"]
+            factor = (_iterations_factor(results, full) if rule.get("per_epoch")
+                      else full / rule["probe"])
+            costs = [_unit_cost(u, factor) for u in units]
+            core_s = overhead + sum(costs) * seed_factor
+            longest = max(costs)
+        else:   # no units, so no steps: a line through two probes of the whole notebook
+            twice = {**params, **_doubled(params, rule), key: 2 * rule["probe"]}
+            wall2 = timed(run, twice, "-twice", limit)[0]
             probe_s += wall2
-
-            def along(t1, t2):   # cost at the full size on the line through the probes
-                return t1 + max(0.0, (t2 - t1) / (x2 - x1)) * (full - x1)
-
-            if units:
-                costs = [along(t, units2.get(k, t)) for k, t in units.items()]
-                core_s = overhead + sum(costs) * seed_factor
-                longest = max(costs)
-            else:
-                core_s = longest = along(wall, wall2)
+            slope = max(0.0, (wall2 - wall) / rule["probe"])
+            core_s = longest = wall + slope * (run["parameters"][key] - rule["probe"])
         row = {"name": run["name"], "units": round(len(units) * seed_factor), "probe_s": probe_s,
                "core_hours": core_s / 3600, "longest_unit_h": longest / 3600, "timed": True}
-        log(f"[{i + 1}/{len(runs)}] {run['name']}: probes {probe_s:.0f} s, {row['units']} units, "
+        log(f"[{i + 1}/{len(runs)}] {run['name']}: probe {probe_s:.0f} s, {row['units']} units, "
             f"predicted {row['core_hours']:.3g} core-hours")
         return row
 
@@ -884,9 +902,14 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
         try:
             return probe_one(i)
         except RunnerError as exc:   # one failed probe must not hide the others' figures
-            log(f"[{i + 1}/{len(runs)}] {runs[i]['name']}: probe failed: {exc}")
+            if "CellTimeoutError" in str(exc):
+                limit = float((rules.get(runs[i]["notebook"]) or {}).get("limit", probe_timeout))
+                why = f"its probe ran past its limit of {limit:.0f} s"
+            else:
+                why = f"probe failed: {exc}"
+            log(f"[{i + 1}/{len(runs)}] {runs[i]['name']}: not estimated: {why}")
             return {"name": runs[i]["name"], "units": 0, "probe_s": 0.0, "core_hours": 0.0,
-                    "longest_unit_h": 0.0, "timed": False, "error": str(exc)}
+                    "longest_unit_h": 0.0, "timed": False, "error": why}
 
     at_once = max(1, min(workers, os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(max_workers=at_once) as pool:
@@ -899,9 +922,30 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
             stopping.set()
             _stop_kernels()
             raise
+    _add_repeated(runs, rows, rules, log)
     total = sum(r["core_hours"] for r in rows)
     walls = {w: _wall_hours(runs, rows, w) for w in sorted({workers, 64})}
     return {"runs": rows, "core_hours": total, "wall_hours": walls}
+
+
+def _add_repeated(runs: list[dict], rows: list[dict], rules: dict, log) -> None:
+    """Add to each run whose rule ``adds`` other runs (it trains them again) their cost."""
+    by_name = {r["name"]: r for r in rows}
+    for run, row in zip(runs, rows):
+        names = (rules.get(run.get("notebook")) or {}).get("adds") or []
+        if not names or not row["timed"]:
+            continue
+        found = [by_name[n] for n in names if n in by_name and by_name[n]["timed"]]
+        missing = [n for n in names if n not in {r["name"] for r in found}]
+        row["core_hours"] += sum(r["core_hours"] for r in found)
+        row["units"] += sum(r["units"] for r in found)
+        row["longest_unit_h"] = max([row["longest_unit_h"]] + [r["longest_unit_h"] for r in found])
+        if found:
+            row["adds"] = [r["name"] for r in found]
+        if missing:
+            row["not_added"] = missing
+            log(f"{run['name']} also trains again {', '.join(missing)}, not estimated here: "
+                "its figure is a lower bound")
 
 
 def _wall_hours(runs: list[dict], rows: list[dict], workers: int) -> float:
@@ -916,19 +960,25 @@ def _wall_hours(runs: list[dict], rows: list[dict], workers: int) -> float:
 
 def _print_estimate(est: dict, preset: str, workers: int) -> None:
     print(f"estimate for preset {preset!r} (probe times on this machine, {os.cpu_count()} cores):")
-    print(f"  {'run':<34}{'units':>7}{'probes s':>9}{'core-hours':>12}")
+    print(f"  {'run':<34}{'units':>7}{'probe s':>9}{'core-hours':>12}")
     for r in est["runs"]:
         if r["timed"]:
             print(f"  {r['name']:<34}{r['units']:>7}{r['probe_s']:>9.0f}{r['core_hours']:>12.3g}")
         else:
             print(f"  {r['name']:<34}{'':>7}{'':>9}"
-                  f"{'probe failed' if r.get('error') else 'not timed':>12}")
+                  f"{'not estimated' if r.get('error') else 'not timed':>12}")
     print(f"  {'total':<34}{sum(r['units'] for r in est['runs']):>7}"
           f"{sum(r['probe_s'] for r in est['runs']):>9.0f}{est['core_hours']:>12.3g}")
-    failed = [r["name"] for r in est["runs"] if r.get("error")]
+    for r in est["runs"]:
+        if r.get("adds"):
+            print(f"  {r['name']} includes the runs it trains again on the other data source: "
+                  f"{', '.join(r['adds'])}")
+        if r.get("not_added"):
+            print(f"  {r['name']} also trains again {', '.join(r['not_added'])}, not estimated "
+                  "here: its figure is a lower bound")
+    failed = [f"{r['name']} ({r['error']})" for r in est["runs"] if r.get("error")]
     if failed:
-        print(f"  not estimated (probe failed or over its time limit): {', '.join(failed)}; "
-              "the totals leave them out")
+        print(f"  not estimated: {'; '.join(failed)}; the totals leave them out (lower bounds)")
     for w, h in est["wall_hours"].items():
         mark = " (--workers)" if w == workers else ""
         print(f"  wall time with {w} workers{mark}: {_hours(h)}")

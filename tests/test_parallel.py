@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -157,6 +158,41 @@ def test_progress_and_unit_times_are_reported(tmp_path, monkeypatch):
                                                                    "current": "train"}
     times = [json.loads(line) for line in (tmp_path / "times.jsonl").read_text().splitlines()]
     assert [t["label"] for t in times] == ["0", "1"] and all(t["seconds"] > 0 for t in times)
+
+
+def _busy(seconds: float) -> None:
+    c0 = time.process_time()
+    while time.process_time() - c0 < seconds:
+        pass
+
+
+def _stepped_unit(steps: int) -> int:
+    _busy(0.05)                                   # fixed part (models, evaluation)
+    done = 0
+    for k in parallel.metered(range(steps)):      # 0.03 s of CPU per step, first step 0.09 s
+        _busy(0.09 if k == 0 else 0.03)
+        done += 1
+    for k in parallel.metered(range(10)):         # a loop left early records its last step
+        _busy(0.01)
+        if k == 1:
+            break
+    return done
+
+
+def test_metered_loops_time_each_step_of_a_timed_unit(tmp_path, monkeypatch):
+    monkeypatch.delenv(parallel.SCHEDULER_ENV, raising=False)
+    assert list(parallel.metered(range(3))) == [0, 1, 2]   # outside a unit: the steps as they are
+    assert map_units(_stepped_unit, [4], name="plain") == [4]   # untimed: nothing recorded
+    monkeypatch.setenv(parallel.TIMES_ENV, str(tmp_path / "times.jsonl"))
+    assert map_units(_stepped_unit, [4], name="timed") == [4]
+    [line] = [json.loads(x) for x in (tmp_path / "times.jsonl").read_text().splitlines()]
+    first, second = line["loops"]
+    assert first["steps"] == 4 and second["steps"] == 2
+    assert first["cpu_seconds"] == pytest.approx(0.09 + 3 * 0.03, abs=0.02)
+    assert first["steady_seconds"] == pytest.approx(0.03, abs=0.006)   # the warm-up step left out
+    assert second["steady_seconds"] == pytest.approx(0.01, abs=0.006)
+    assert line["cpu_seconds"] == pytest.approx(0.05 + 0.18 + 0.02, abs=0.03)
+    assert list(parallel.metered(range(2))) == [0, 1]   # no unit running: nothing recorded
 
 
 def test_bad_arguments_are_refused_clearly():

@@ -95,7 +95,7 @@ def test_only_selects_before_checking_other_notebooks(project):
 # A notebook whose units go through ctdnn.parallel.map_units, as the experiment notebooks' do.
 UNITS_CODE = """import json, os, time
 from pathlib import Path
-from ctdnn.parallel import map_units
+from ctdnn.parallel import map_units, metered
 os.makedirs(output_dir, exist_ok=True)
 log = Path(output_dir).resolve() / f'{run_name}_calls.txt'
 
@@ -105,8 +105,12 @@ def unit(seed):
     if seed in broken:
         raise ValueError(f'seed {seed} diverged')
     c0 = time.process_time()
-    while time.process_time() - c0 < 0.02 * epochs:   # 0.02 s of CPU per epoch
+    while time.process_time() - c0 < 0.05:            # 0.05 s of CPU besides the epochs
         pass
+    for _ in metered(range(epochs)):                  # 0.02 s of CPU per epoch
+        c0 = time.process_time()
+        while time.process_time() - c0 < 0.02:
+            pass
     import torch
     torch.manual_seed(seed)
     return {'seed': seed, 'value': float(torch.rand(1)) * value}
@@ -129,7 +133,8 @@ def unit_project(project):
                                  "language": "python"}
     nbformat.write(nb, root / "notebooks" / "units.ipynb")
     presets.write_text(
-        "_estimate:\n  units: {scale: epochs, probe: 1, seeds: 1}\n"
+        "_estimate:\n  units: {scale: epochs, probe: 2, seeds: 1}\n"
+        "  good: {scale: value, probe: 1, adds: [units_A, units_C]}\n"
         "smoke:\n  good:\n    - {_name: A, value: 2, _alone: true}\n"
         "  units:\n    - {_name: A, seeds: [0, 1, 2], epochs: 4}\n"
         "    - {_name: B, seeds: [3, 4], epochs: 4, value: 5}\n"
@@ -216,9 +221,12 @@ def test_estimate_scales_probe_times_by_work_and_seeds(unit_project):
                           scratch=root / "probe")
     rows = {r["name"]: r for r in est["runs"]}
     assert rows["units_A"]["units"] == 3 and rows["units_B"]["units"] == 2
-    # a unit costs 0.02 s of CPU per epoch: the probe (1 epoch) is scaled to 4 epochs, 3 seeds
-    assert rows["units_A"]["core_hours"] * 3600 >= 3 * 4 * 0.02
-    assert rows["units_A"]["longest_unit_h"] * 3600 >= 4 * 0.02
+    # a unit costs 0.05 s plus 0.02 s of CPU per epoch: the probe (1 seed, 2 epochs, timed
+    # epoch by epoch) is scaled to 4 epochs and 3 seeds (units_A), 2 seeds (units_B)
+    unit = 0.05 + 4 * 0.02
+    assert rows["units_A"]["longest_unit_h"] * 3600 == pytest.approx(unit, rel=0.25)
+    assert rows["units_B"]["longest_unit_h"] * 3600 == pytest.approx(unit, rel=0.25)
+    assert rows["units_A"]["core_hours"] * 3600 >= 3 * unit * 0.75
     assert est["core_hours"] == pytest.approx(sum(r["core_hours"] for r in est["runs"]))
     assert set(est["wall_hours"]) == {2, 64}
     assert est["wall_hours"][64] <= est["wall_hours"][2] <= est["core_hours"] + 1e-12
@@ -389,10 +397,64 @@ def test_a_kernel_that_does_not_start_is_replaced(project, tmp_path, monkeypatch
                    for line in lines)
     else:
         with pytest.raises(runner.RunnerError, match=r"(?s)didn't respond in 8 seconds after 2 "
-                                                     r"kernels .*end with: silent kernel 2"):
+                                                     r"kernels .*end with: .*silent kernel 2"):
             runner.execute(runs, out, kernel="hanging", log=lines.append, env={"HANGS": "2"})
         assert not (out / "good_A.ipynb").exists()
     assert len((spec / "launches").read_text()) == 2
+
+
+def test_estimate_adds_the_runs_a_run_trains_again(unit_project):
+    root, presets = unit_project
+    runs = runner.plan("smoke", ["good", "units"], presets_file=presets)
+    lines = []
+    est = runner.estimate(runs, 2, log=lines.append, presets_file=presets,
+                          scratch=root / "probe")
+    rows = {r["name"]: r for r in est["runs"]}
+    good = rows["good_A"]
+    assert good["adds"] == ["units_A"] and good["not_added"] == ["units_C"]
+    assert good["units"] == 3   # units_A's, added
+    assert good["core_hours"] > rows["units_A"]["core_hours"]
+    assert good["longest_unit_h"] >= rows["units_A"]["longest_unit_h"]
+    assert any("good_A also trains again units_C" in line and "lower bound" in line
+               for line in lines)
+
+
+def test_a_probe_over_its_limit_is_reported_not_estimated(unit_project):
+    root, presets = unit_project
+    text = presets.read_text().replace("units: {scale: epochs, probe: 2, seeds: 1}",
+                                       "units: {scale: epochs, probe: 200, limit: 1}")
+    presets.write_text(text)
+    runs = runner.plan("smoke", ["units_B"], presets_file=presets)
+    lines = []
+    est = runner.estimate(runs, 1, log=lines.append, presets_file=presets,
+                          scratch=root / "probe")
+    [row] = est["runs"]
+    assert not row["timed"] and row["error"] == "its probe ran past its limit of 1 s"
+    assert lines == ["[1/1] units_B: not estimated: its probe ran past its limit of 1 s"]
+    assert est["core_hours"] == 0
+
+
+def test_probe_iterations_that_round_up_to_whole_epochs(tmp_path):
+    results = tmp_path / "r.json"
+
+    def factor(iterations, epochs, per_epoch, full):
+        results.write_text(json.dumps({"metrics": {"protocol": {
+            "iterations": iterations, "epochs": epochs, "iterations_per_epoch": per_epoch}}}))
+        return runner._iterations_factor(results, full)
+
+    assert factor(20, 1, 20, 2000) == 100          # a whole epoch of 20 iterations
+    assert factor(87, 1, 87, 2000) == 2001 / 87    # 2000 rounds up to 23 epochs of 87
+    assert factor(20, 1, 20, 30) == 2              # 30 rounds up to 2 epochs
+    assert factor(1, 1, 20, 2000) == 2000          # sampled iterations: no rounding
+
+
+def test_unit_cost_scales_the_steps_and_keeps_the_rest():
+    unit = {"cpu_seconds": 1.0, "loops": [{"steps": 10, "cpu_seconds": 0.6, "steady_seconds": 0.05},
+                                          {"steps": 5, "cpu_seconds": 0.2, "steady_seconds": 0.04}]}
+    # in loops at the steady rate: 0.5 + 0.2; besides: 0.3 (incl. the first steps' warm-up)
+    assert runner._unit_cost(unit, 100) == pytest.approx(0.3 + 100 * 0.7)
+    assert runner._unit_cost({"cpu_seconds": 2.0, "loops": []}, 100) == 2.0   # no loop: as is
+    assert runner._unit_cost({"cpu_seconds": 2.0}, 100) == 2.0
 
 
 def test_estimate_probes_shrink_companion_budgets_with_the_scaled_parameter():
@@ -405,6 +467,14 @@ def test_estimate_probes_shrink_companion_budgets_with_the_scaled_parameter():
     assert params["gnvpro_work_units"] == 40 and seed_factor == 5.0
     assert _doubled(params, rule) == {"gnvpro_work_units": 80}
     assert run["parameters"]["gnvpro_work_units"] == 4000   # the run's own parameters untouched
+    # counts of seeds shrink with the seeds; `set` replaces parameters for the probe
+    run = {"parameters": {"epochs": 1000, "seeds": [0, 1, 2, 3, 4], "wp_seeds": 5,
+                          "experiments": ["a", "b"]}}
+    rule = {"scale": "epochs", "probe": 2, "seeds": 1, "seed_counts": ["wp_seeds"],
+            "set": {"experiments": []}}
+    params, seed_factor, key = _probe(run, rule)
+    assert params == {"epochs": 2, "seeds": [0], "wp_seeds": 1, "experiments": []}
+    assert seed_factor == 5.0 and run["parameters"]["wp_seeds"] == 5
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["runs", "dependency-failed"])

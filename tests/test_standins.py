@@ -234,7 +234,7 @@ def test_summary_without_comparison(tmp_path):
 
 def test_run_without_the_paper_file_says_not_measured(tmp_path):
     # The autouse fixture of conftest.py unsets CTDNN_DATA_DIR and empties the cache.
-    res = st.run(st.Params(datasets=["ELM"], results_dir=str(tmp_path), n_samples_dcr=None,
+    res = st.run(st.Params(datasets=["ELM"], results_dir=str(tmp_path), compare_dcr=False,
                            archive=None))
     assert set(res.unavailable) == {"ELM"} and not res.stats and not res.verdicts
     m = st.metrics(res)
@@ -260,7 +260,7 @@ def test_run_without_the_paper_file_uses_the_archived_comparison(tmp_path):
                             "simulated", [_claim("k1", "ELM", "reproduced"),
                                           _claim("k2", "ELM", "reproduced")]))
     res = st.run(st.Params(datasets=["ELM"], results_dir=str(results), preset="quick",
-                           n_samples_dcr=None, archive=str(archive)))
+                           compare_dcr=False, archive=str(archive)))
     got = {r["key"]: r for r in res.agreement_rows()}
     assert got["k1"]["agrees"] is True and got["k2"]["agrees"] is False
     assert all(r["archived"] for r in got.values())
@@ -290,7 +290,7 @@ def test_run_reuses_a_page_and_trains_the_other_source(paper_data_dir, tmp_path)
                                     preset="smoke", claims_list=node.claims(page), t_start=t0))
     p = st.Params(datasets=["CDR"], experiments=["04_neural_ode_surrogates"],
                   results_dir=str(tmp_path), preset="smoke", reference_epochs=1,
-                  n_samples_dcr=None, device="cpu")
+                  compare_dcr=False, device="cpu")
     res = st.run(p)
     assert res.origin["CDR"]["04_neural_ode_surrogates"] == {
         "paper": "reused 04_neural_ode_surrogates_CDR", "simulated": "trained here"}

@@ -92,7 +92,9 @@ class Params(ParamsBase):
         reference_epochs: epochs of the small DTO reference network.
         reference_seed: its seed.
         split_seed: seed of the random splits (CDR).
-        n_samples_dcr: DCR samples for its comparison with the publications.
+        n_samples_dcr: simulated DCR samples for its comparison with the publications
+            (``None``: the paper's count, as on the other pages).
+        compare_dcr: make that comparison (``False``: no DCR section).
         archive: the archived comparison used where a paper file is absent (default
             :data:`ARCHIVE`; ``None`` or a missing file: none).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -108,6 +110,7 @@ class Params(ParamsBase):
     reference_seed: int = 0
     split_seed: int = 0
     n_samples_dcr: int | None = 700
+    compare_dcr: bool = True
     archive: str | None = str(ARCHIVE)
     device: str = "auto"
 
@@ -676,7 +679,7 @@ def run(params: Params) -> Results:
                 sim.update({c.key: c.verdict for c in main.claims})
         archived[name] = {"paper": archive["paper_verdicts"][name], "simulated": sim}
     dcr = None
-    if p.n_samples_dcr is not None:
+    if p.compare_dcr:
         ds, n = load_data("DCR", source="simulated", seed=p.split_seed,
                           n_samples=p.n_samples_dcr, device=dev)
         notes += n
