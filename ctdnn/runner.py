@@ -743,10 +743,23 @@ def build_book(root: Path = ROOT, *, log=print) -> Path:
     return root / "_build" / "html"
 
 
+_RULE_KEYS = {"scale", "probe", "seeds", "seed_counts", "per_epoch", "together", "set", "adds",
+              "limit"}
+
+
 def _probe_rules(presets_file: Path = PRESETS_FILE) -> dict:
     rules = load_presets(presets_file).get("_estimate") or {}
     if not isinstance(rules, dict):
         raise RunnerError(f"_estimate in {presets_file.name} must map notebooks to probe settings")
+    for notebook, rule in rules.items():
+        where = f"_estimate: {notebook} in {presets_file.name}"
+        if not isinstance(rule, dict) or not {"scale", "probe"} <= set(rule):
+            raise RunnerError(f"{where} must be a mapping with at least scale (the parameter "
+                              "that sets the work) and probe (its value for the probe)")
+        unknown = sorted(set(rule) - _RULE_KEYS)
+        if unknown:
+            raise RunnerError(f"{where}: unknown setting(s) {', '.join(unknown)}; the settings "
+                              f"are {', '.join(sorted(_RULE_KEYS))}")
     return rules
 
 
@@ -822,9 +835,9 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
     left out counts as one more unit like those probed. What a notebook does outside its
     units (kernel start, data, figures) is counted once, as measured. ``per_epoch: true``
     marks a notebook whose iterations may round up to whole epochs: the ratio of the full
-    run's iterations to the probe's then comes from the probe's results. ``adds: [run, ...]`` adds the predicted
-    cost of those runs (when they are estimated too) to a run that trains them again (the
-    stand-ins page, on the other data source). A notebook with a rule but no units runs twice,
+    run's iterations to the probe's then comes from the probe's results. ``adds: [run, ...]``
+    adds the predicted cost of those runs (when they are estimated too) to a run that trains
+    them again (the stand-ins page, on the other data source). A notebook with a rule but no units runs twice,
     at ``probe`` and twice that, and is extrapolated as a whole along the line through the
     two. Runs without a rule are timed as they are; the benchmark script is not timed. Probes
     run side by side, as many as there are cores (at most ``workers``). A probe with a cell
@@ -922,13 +935,13 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
             stopping.set()
             _stop_kernels()
             raise
-    _add_repeated(runs, rows, rules, log)
+    _add_repeated(runs, rows, rules)
     total = sum(r["core_hours"] for r in rows)
     walls = {w: _wall_hours(runs, rows, w) for w in sorted({workers, 64})}
     return {"runs": rows, "core_hours": total, "wall_hours": walls}
 
 
-def _add_repeated(runs: list[dict], rows: list[dict], rules: dict, log) -> None:
+def _add_repeated(runs: list[dict], rows: list[dict], rules: dict) -> None:
     """Add to each run whose rule ``adds`` other runs (it trains them again) their cost."""
     by_name = {r["name"]: r for r in rows}
     for run, row in zip(runs, rows):
@@ -942,10 +955,8 @@ def _add_repeated(runs: list[dict], rows: list[dict], rules: dict, log) -> None:
         row["longest_unit_h"] = max([row["longest_unit_h"]] + [r["longest_unit_h"] for r in found])
         if found:
             row["adds"] = [r["name"] for r in found]
-        if missing:
+        if missing:   # its figure is then a lower bound (said in the printed summary)
             row["not_added"] = missing
-            log(f"{run['name']} also trains again {', '.join(missing)}, not estimated here: "
-                "its figure is a lower bound")
 
 
 def _wall_hours(runs: list[dict], rows: list[dict], workers: int) -> float:

@@ -403,11 +403,10 @@ def test_a_kernel_that_does_not_start_is_replaced(project, tmp_path, monkeypatch
     assert len((spec / "launches").read_text()) == 2
 
 
-def test_estimate_adds_the_runs_a_run_trains_again(unit_project):
+def test_estimate_adds_the_runs_a_run_trains_again(unit_project, capsys):
     root, presets = unit_project
     runs = runner.plan("smoke", ["good", "units"], presets_file=presets)
-    lines = []
-    est = runner.estimate(runs, 2, log=lines.append, presets_file=presets,
+    est = runner.estimate(runs, 2, log=lambda *_: None, presets_file=presets,
                           scratch=root / "probe")
     rows = {r["name"]: r for r in est["runs"]}
     good = rows["good_A"]
@@ -415,8 +414,9 @@ def test_estimate_adds_the_runs_a_run_trains_again(unit_project):
     assert good["units"] == 3   # units_A's, added
     assert good["core_hours"] > rows["units_A"]["core_hours"]
     assert good["longest_unit_h"] >= rows["units_A"]["longest_unit_h"]
-    assert any("good_A also trains again units_C" in line and "lower bound" in line
-               for line in lines)
+    runner._print_estimate(est, "smoke", 2)
+    assert "good_A also trains again units_C, not estimated here: its figure is a lower bound" \
+        in capsys.readouterr().out
 
 
 def test_a_probe_over_its_limit_is_reported_not_estimated(unit_project):
@@ -432,6 +432,17 @@ def test_a_probe_over_its_limit_is_reported_not_estimated(unit_project):
     assert not row["timed"] and row["error"] == "its probe ran past its limit of 1 s"
     assert lines == ["[1/1] units_B: not estimated: its probe ran past its limit of 1 s"]
     assert est["core_hours"] == 0
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("{scale: epochs, probe: 2, limt: 5}", "unknown setting\\(s\\) limt; the settings are adds"),
+    ("{probe: 2}", "at least scale"),
+    ("[epochs]", "must be a mapping")])
+def test_estimate_rules_are_checked(tmp_path, rule, message):
+    presets = tmp_path / "presets.yml"
+    presets.write_text(f"_estimate:\n  units: {rule}\nsmoke:\n  units:\n    - {{}}\n")
+    with pytest.raises(runner.RunnerError, match=f"_estimate: units in presets.yml.*{message}"):
+        runner._probe_rules(presets)
 
 
 def test_probe_iterations_that_round_up_to_whole_epochs(tmp_path):
