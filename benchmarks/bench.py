@@ -36,8 +36,8 @@ matmul take milliseconds instead of microseconds (see the README).
 from __future__ import annotations
 
 import argparse
-import math
 import copy
+import math
 import os
 import statistics
 import sys

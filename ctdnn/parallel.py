@@ -385,7 +385,8 @@ def concurrently(*calls) -> list:
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = [pool.submit(call) for call in calls]
+        # each call in a copy of the caller's context, so an enclosing unit_scope holds there
+        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
         concurrent.futures.wait(futures)
     return [f.result() for f in futures]
 

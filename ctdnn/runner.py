@@ -873,6 +873,9 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
         overhead = max(0.0, wall - sum(u["seconds"] for u in units))
         return wall, overhead, units, folder / "results" / f"{run['name']}.json"
 
+    def limit_of(run: dict) -> float:
+        return float((rules.get(run["notebook"]) or {}).get("limit", probe_timeout))
+
     def probe_one(i: int) -> dict:
         run = runs[i]
         if run.get("script"):
@@ -880,7 +883,7 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
             return {"name": run["name"], "units": 0, "probe_s": 0.0, "core_hours": 0.0,
                     "longest_unit_h": 0.0, "timed": False}
         rule = rules.get(run["notebook"]) or {}
-        limit = float(rule.get("limit", probe_timeout))
+        limit = limit_of(run)
         params, seed_factor, key = _probe(run, rule)
         wall, overhead, units, results = timed(run, params, "", limit)
         probe_s = wall
@@ -916,8 +919,7 @@ def estimate(runs: list[dict], workers: int, *, log=print, kernel: str = "python
             return probe_one(i)
         except RunnerError as exc:   # one failed probe must not hide the others' figures
             if "CellTimeoutError" in str(exc):
-                limit = float((rules.get(runs[i]["notebook"]) or {}).get("limit", probe_timeout))
-                why = f"its probe ran past its limit of {limit:.0f} s"
+                why = f"its probe ran past its limit of {limit_of(runs[i]):.0f} s"
             else:
                 why = f"probe failed: {exc}"
             log(f"[{i + 1}/{len(runs)}] {runs[i]['name']}: not estimated: {why}")
